@@ -1,0 +1,34 @@
+//! init's own messages: to stderr (the console when PID 1) and, once the
+//! log directory is known, to `<log_dir>/init.log` through the log module.
+
+use std::cell::RefCell;
+use std::fmt::Arguments;
+use std::io::Write;
+
+thread_local! {
+    static SINK: RefCell<Option<Box<dyn FnMut(&str)>>> = const { RefCell::new(None) };
+}
+
+/// Route every later message also to `sink` (init.log).
+pub fn set_sink(sink: Box<dyn FnMut(&str)>) {
+    SINK.with(|s| *s.borrow_mut() = Some(sink));
+}
+
+pub fn write(level: &str, args: Arguments) {
+    let line = format!("init: {level}: {args}");
+    let _ = writeln!(std::io::stderr(), "{line}");
+    SINK.with(|s| {
+        if let Ok(mut s) = s.try_borrow_mut() {
+            if let Some(f) = s.as_mut() {
+                f(&format!("[{level}] {args}"));
+            }
+        }
+    });
+}
+
+#[macro_export]
+macro_rules! info { ($($t:tt)*) => { $crate::console::write("info", format_args!($($t)*)) } }
+#[macro_export]
+macro_rules! warn { ($($t:tt)*) => { $crate::console::write("warn", format_args!($($t)*)) } }
+#[macro_export]
+macro_rules! error { ($($t:tt)*) => { $crate::console::write("error", format_args!($($t)*)) } }

@@ -1,0 +1,176 @@
+//! The control protocol: serde's externally tagged enums, unit variants as
+//! bare strings (`"Ping"`), one JSON value per request, each response
+//! followed by `\n`.
+
+use serde::{Deserialize, Serialize};
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub enum Request {
+    ListServices,
+    ServiceStatus {
+        name: String,
+    },
+    ServiceStart {
+        name: String,
+    },
+    ServiceStop {
+        name: String,
+    },
+    ServiceRestart {
+        name: String,
+    },
+    ServiceEnable {
+        name: String,
+        /// Also start the service (`initctl enable --now`).
+        #[serde(default, skip_serializing_if = "is_false")]
+        now: bool,
+    },
+    ServiceDisable {
+        name: String,
+    },
+    ServiceLogs {
+        name: String,
+        lines: usize,
+    },
+    ServiceLogsClear {
+        name: String,
+    },
+    /// Answer with the last `lines` lines, then keep the connection open and
+    /// send each new line as a `ServiceLogs` response as it arrives.
+    ServiceLogsFollow {
+        name: String,
+        lines: usize,
+    },
+    SystemStatus,
+    SystemReload,
+    SystemReboot,
+    SystemShutdown,
+    Ping,
+}
+
+fn is_false(b: &bool) -> bool {
+    !*b
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub enum Response {
+    Success { message: String },
+    Error { message: String },
+    ServiceList { services: Vec<ServiceSummary> },
+    ServiceStatus { status: ServiceStatus },
+    ServiceLogs { logs: Vec<String> },
+    SystemStatus { status: SystemStatus },
+    Pong,
+}
+
+impl Response {
+    pub fn ok(message: impl Into<String>) -> Self {
+        Response::Success {
+            message: message.into(),
+        }
+    }
+    pub fn err(message: impl Into<String>) -> Self {
+        Response::Error {
+            message: message.into(),
+        }
+    }
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct ServiceSummary {
+    pub name: String,
+    pub enabled: bool,
+    pub active: bool,
+    pub restart_policy: String,
+    pub restart_count: u32,
+    /// One of the state names (`running`, `failed`, ...); an addition to the seed.
+    #[serde(default)]
+    pub state: String,
+}
+
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+pub struct Dependencies {
+    pub before: Vec<String>,
+    pub after: Vec<String>,
+    pub requires: Vec<String>,
+    pub required_by: Vec<String>,
+}
+
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+pub struct ServiceStatus {
+    pub name: String,
+    pub enabled: bool,
+    pub active: bool,
+    pub pid: Option<u32>,
+    pub restart_policy: String,
+    pub restart_count: u32,
+    pub restart_sec: u64,
+    /// Exit code, or 128+N for death by signal N.
+    pub exit_status: Option<i32>,
+    pub exec_start: String,
+    pub working_directory: Option<String>,
+    pub dependencies: Dependencies,
+    // Additions to the seed's fields.
+    #[serde(default)]
+    pub state: String,
+    /// Name of the signal that ended the last run, e.g. `SIGKILL`.
+    #[serde(default)]
+    pub signal: Option<String>,
+    /// Why the service is failed, invalid or waiting.
+    #[serde(default)]
+    pub reason: Option<String>,
+    /// Required services this one waits for before it can start.
+    #[serde(default)]
+    pub waiting_on: Vec<String>,
+    #[serde(default)]
+    pub timeout_stop_sec: u64,
+    #[serde(default)]
+    pub log_dropped_lines: u64,
+    #[serde(default)]
+    pub log_dropped_bytes: u64,
+}
+
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+pub struct SystemStatus {
+    pub uptime_secs: u64,
+    pub total_services: usize,
+    pub active_services: usize,
+    pub enabled_services: usize,
+    pub log_dir: String,
+    pub service_dir: String,
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn wire_format_matches_the_seed() {
+        assert_eq!(serde_json::to_string(&Request::Ping).unwrap(), r#""Ping""#);
+        assert_eq!(
+            serde_json::to_string(&Request::ServiceStatus { name: "a".into() }).unwrap(),
+            r#"{"ServiceStatus":{"name":"a"}}"#
+        );
+        assert_eq!(
+            serde_json::to_string(&Request::ServiceEnable {
+                name: "a".into(),
+                now: false
+            })
+            .unwrap(),
+            r#"{"ServiceEnable":{"name":"a"}}"#
+        );
+        let r: Request = serde_json::from_str(r#"{"ServiceLogs":{"name":"x","lines":5}}"#).unwrap();
+        assert_eq!(
+            r,
+            Request::ServiceLogs {
+                name: "x".into(),
+                lines: 5
+            }
+        );
+        assert_eq!(serde_json::to_string(&Response::Pong).unwrap(), r#""Pong""#);
+        assert_eq!(
+            serde_json::to_string(&Response::err("no")).unwrap(),
+            r#"{"Error":{"message":"no"}}"#
+        );
+    }
+}
