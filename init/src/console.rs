@@ -32,3 +32,14 @@ macro_rules! info { ($($t:tt)*) => { $crate::console::write("info", format_args!
 macro_rules! warn { ($($t:tt)*) => { $crate::console::write("warn", format_args!($($t)*)) } }
 #[macro_export]
 macro_rules! error { ($($t:tt)*) => { $crate::console::write("error", format_args!($($t)*)) } }
+
+/// From now on also write init's messages to `<log_dir>/init.log`.
+pub fn open_init_log(settings: &crate::logs::LogSettings) {
+    let _ = std::fs::create_dir_all(&settings.dir);
+    let settings = settings.clone();
+    let mut log = crate::logs::ServiceLog::new("init");
+    set_sink(Box::new(move |line| {
+        let mut out = Vec::new();
+        log.event(&settings, line, &mut out);
+    }));
+}

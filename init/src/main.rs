@@ -1,4 +1,7 @@
 //! `init`: PID 1 for enclaves. One thread, one mio loop.
+//!
+//! `#![no_main]`: the Rust runtime's start-up aborts when fds 0-2 are closed
+//! and /dev/null is missing, which is how a bare kernel may start PID 1.
 #![no_main]
 #![cfg_attr(
     not(test),
@@ -15,10 +18,135 @@
 mod boot;
 #[macro_use]
 mod console;
+mod check;
+mod config;
+mod control;
+mod graph;
 mod logs;
+mod service;
+mod spawn;
+mod supervisor;
+mod sys;
+mod unit;
+
+use std::path::PathBuf;
+
+const HELP: &str = "\
+init - PID 1 and service supervisor for enclaves
+
+Usage: init [OPTIONS]
+
+Options:
+  -c, --config <PATH>  init.yaml to use (default: $INIT_CONFIG, then /etc/init.yaml)
+      --check          validate the config and every service file, print the
+                       start order and every problem, start nothing
+  -h, --help           show this help
+  -V, --version        show the version
+";
 
 #[no_mangle]
 pub extern "C" fn main(_argc: i32, _argv: *const *const u8) -> i32 {
     boot::ensure_stdio();
+    if let Err(e) = sys::block_signals() {
+        error!("cannot block signals: {e}");
+    }
+    let r = std::panic::catch_unwind(run);
+    match r {
+        Ok(code) => code,
+        Err(_) => {
+            error!("internal error in init's start-up");
+            if sys::is_pid1() {
+                boot::finish(false)
+            }
+            1
+        }
+    }
+}
+
+fn run() -> i32 {
+    let mut args = pico_args::Arguments::from_env();
+    if args.contains(["-h", "--help"]) {
+        print!("{HELP}");
+        return 0;
+    }
+    if args.contains(["-V", "--version"]) {
+        println!("init {}", env!("CARGO_PKG_VERSION"));
+        return 0;
+    }
+    let check = args.contains("--check");
+    let explicit: Option<PathBuf> = match args.opt_value_from_str(["-c", "--config"]) {
+        Ok(p) => p,
+        Err(e) => {
+            warn!("{e}; ignoring it");
+            None
+        }
+    };
+    // The kernel hands PID 1 its leftover command-line words: never fatal.
+    for word in args.finish() {
+        warn!("ignoring unknown argument {:?}", word);
+    }
+    let path = config::choose_path(explicit.as_deref());
+    if check {
+        return check::run(&path);
+    }
+    let pid1 = sys::is_pid1();
+    let mut loaded = load_config(&path);
+    if pid1 {
+        if boot::boot(&loaded.config) {
+            // After the root switch: the new root's /etc/init.yaml, if any.
+            let new_root = PathBuf::from(config::DEFAULT_PATH);
+            if new_root.exists() {
+                loaded = load_config(&new_root);
+            }
+            boot::after_switch(&loaded.config);
+        }
+    } else {
+        info!(
+            "not PID 1 (pid {}): skipping boot duties",
+            std::process::id()
+        );
+        if let Err(e) = sys::set_subreaper() {
+            warn!("cannot become a child subreaper: {e}");
+        }
+    }
+    let cfg = loaded.config;
+    let source = loaded.source.unwrap_or(path);
+    console::open_init_log(&supervisor::log_settings(&cfg));
+    let mut sup = match supervisor::Supervisor::new(cfg, source) {
+        Ok(s) => s,
+        Err(e) => {
+            error!("cannot set up the event loop: {e}");
+            return idle_forever(pid1);
+        }
+    };
+    sup.boot();
+    let ending = sup.run();
+    sup.final_cleanup();
+    if pid1 {
+        boot::finish(ending == supervisor::Ending::Reboot)
+    }
+    info!("exiting");
     0
+}
+
+fn load_config(path: &std::path::Path) -> config::Loaded {
+    let loaded = config::load(path);
+    for w in &loaded.warnings {
+        warn!("{w}");
+    }
+    if let Some(e) = &loaded.error {
+        error!("{e}");
+    }
+    loaded
+}
+
+/// Without an event loop there is nothing to supervise; PID 1 must still
+/// not exit.
+fn idle_forever(pid1: bool) -> i32 {
+    if !pid1 {
+        return 1;
+    }
+    loop {
+        std::thread::park();
+    }
 }

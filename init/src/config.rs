@@ -1,0 +1,130 @@
+//! Loading `init.yaml`: `--config` > `INIT_CONFIG` > `/etc/init.yaml` >
+//! built-in defaults. A bad file is one clear error; init carries on with
+//! defaults. Unknown keys are warnings.
+
+use shared::config::{InitConfig, INIT_CONFIG_KEYS};
+use std::path::{Path, PathBuf};
+
+pub const DEFAULT_PATH: &str = "/etc/init.yaml";
+
+/// Which file to read: the explicit one, else `INIT_CONFIG`, else the default.
+pub fn choose_path(explicit: Option<&Path>) -> PathBuf {
+    explicit
+        .map(Path::to_path_buf)
+        .or_else(|| std::env::var_os("INIT_CONFIG").map(PathBuf::from))
+        .unwrap_or_else(|| PathBuf::from(DEFAULT_PATH))
+}
+
+pub struct Loaded {
+    pub config: InitConfig,
+    /// The file the config came from, if one was read.
+    pub source: Option<PathBuf>,
+    pub warnings: Vec<String>,
+    /// Set when the file exists but could not be used (defaults apply).
+    pub error: Option<String>,
+}
+
+pub fn load(path: &Path) -> Loaded {
+    let mut out = Loaded {
+        config: InitConfig::default(),
+        source: None,
+        warnings: Vec::new(),
+        error: None,
+    };
+    let text = match std::fs::read_to_string(path) {
+        Ok(t) => t,
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
+            out.warnings.push(format!(
+                "{}: not found, using built-in defaults",
+                path.display()
+            ));
+            return out;
+        }
+        Err(e) => {
+            out.error = Some(format!(
+                "{}: cannot read: {e}; using built-in defaults",
+                path.display()
+            ));
+            return out;
+        }
+    };
+    match parse(&text) {
+        Ok((config, unknown)) => {
+            out.config = config;
+            out.source = Some(path.to_path_buf());
+            for k in unknown {
+                out.warnings
+                    .push(format!("{}: unknown key '{k}' ignored", path.display()));
+            }
+        }
+        Err(e) => out.error = Some(format!("{}: {e}; using built-in defaults", path.display())),
+    }
+    out
+}
+
+/// Parse init.yaml text. Returns the config and the unknown keys (dotted).
+pub fn parse(text: &str) -> Result<(InitConfig, Vec<String>), String> {
+    let value: serde_yaml::Value = serde_yaml::from_str(text).map_err(|e| yaml_error(&e))?;
+    if value.is_null() {
+        return Ok((InitConfig::default(), Vec::new()));
+    }
+    let mut unknown = Vec::new();
+    collect_unknown(&value, "", &mut unknown);
+    let config: InitConfig = serde_yaml::from_str(text).map_err(|e| yaml_error(&e))?;
+    Ok((config, unknown))
+}
+
+fn yaml_error(e: &serde_yaml::Error) -> String {
+    match e.location() {
+        Some(l) => format!("line {} column {}: {e}", l.line(), l.column()),
+        None => e.to_string(),
+    }
+}
+
+fn collect_unknown(v: &serde_yaml::Value, prefix: &str, out: &mut Vec<String>) {
+    let Some(map) = v.as_mapping() else { return };
+    for (k, child) in map {
+        let key = match k.as_str() {
+            Some(s) if prefix.is_empty() => s.to_string(),
+            Some(s) => format!("{prefix}.{s}"),
+            None => format!("{prefix}.{k:?}"),
+        };
+        if !INIT_CONFIG_KEYS.contains(&key.as_str()) {
+            out.push(key);
+        } else if key != "environment" {
+            collect_unknown(child, &key, out);
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn defaults_and_overrides() {
+        let (c, unknown) =
+            parse("service_dir: /s\ncontrol:\n  vsock_port: 7\n  bogus: 1\nextra: x\n").unwrap();
+        assert_eq!(c.service_dir, "/s");
+        assert_eq!(c.log_dir, "/log");
+        assert_eq!(c.control.vsock_port, 7);
+        assert_eq!(c.control.unix_socket_path, "/run/init.sock");
+        assert_eq!(
+            unknown,
+            vec!["control.bogus".to_string(), "extra".to_string()]
+        );
+        let (c, _) = parse("# only a comment\n").unwrap();
+        assert_eq!(c, InitConfig::default());
+        let (c, _) = parse("nsm_driver_path: null\nenvironment:\n  A: b\n").unwrap();
+        assert_eq!(c.nsm_driver_path, None);
+        assert_eq!(c.environment.get("A").map(String::as_str), Some("b"));
+    }
+
+    #[test]
+    fn errors_name_the_line() {
+        let e = parse("service_dir: /s\nmax_log_size: lots\n").unwrap_err();
+        assert!(e.contains("line 2"), "{e}");
+        let e = parse("a: [\n").unwrap_err();
+        assert!(e.contains("line"), "{e}");
+    }
+}

@@ -1,0 +1,58 @@
+//! Starting a service's process: argv, environment, working directory, its
+//! own session, a clean signal state, stdin from /dev/null and stdout/stderr
+//! as non-blocking pipes for init to read.
+
+use crate::unit::ServiceDef;
+use nix::unistd::Pid;
+use std::collections::BTreeMap;
+use std::os::fd::OwnedFd;
+use std::os::unix::process::CommandExt;
+use std::process::{Command, Stdio};
+
+pub struct Spawned {
+    pub pid: Pid,
+    pub stdout: OwnedFd,
+    pub stderr: OwnedFd,
+}
+
+/// Environment: init's own, then init.yaml's `environment`, then the
+/// service's `Environment` (later wins).
+pub fn spawn(def: &ServiceDef, global_env: &BTreeMap<String, String>) -> Result<Spawned, String> {
+    let Some((program, args)) = def.argv.split_first() else {
+        return Err("empty ExecStart".into());
+    };
+    let mut cmd = Command::new(program);
+    cmd.args(args)
+        .envs(global_env)
+        .envs(def.environment.iter().map(|(k, v)| (k, v)))
+        .stdin(Stdio::null())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped());
+    if let Some(dir) = &def.working_directory {
+        if let Err(e) = std::fs::read_dir(dir) {
+            return Err(format!("working directory {dir}: {e}"));
+        }
+        cmd.current_dir(dir);
+    }
+    // SAFETY: child_reset only makes async-signal-safe syscalls.
+    unsafe {
+        cmd.pre_exec(crate::sys::child_reset);
+    }
+    let mut child = cmd
+        .spawn()
+        .map_err(|e| format!("cannot execute {program}: {e}"))?;
+    let pid = Pid::from_raw(child.id() as i32);
+    let (Some(out), Some(err)) = (child.stdout.take(), child.stderr.take()) else {
+        return Err("no output pipes".into());
+    };
+    let (stdout, stderr): (OwnedFd, OwnedFd) = (out.into(), err.into());
+    for fd in [&stdout, &stderr] {
+        use std::os::fd::AsRawFd;
+        let _ = crate::sys::set_nonblocking(fd.as_raw_fd());
+    }
+    Ok(Spawned {
+        pid,
+        stdout,
+        stderr,
+    })
+}

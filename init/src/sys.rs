@@ -1,0 +1,251 @@
+//! Every raw syscall init makes, in one place, so the logic above can be
+//! unit-tested without root. Nothing here panics; errors are returned.
+
+use nix::errno::Errno;
+use nix::libc;
+use nix::sys::signal::{self, SigHandler, SigSet, SigmaskHow, Signal};
+use nix::sys::signalfd::{SfdFlags, SignalFd};
+use nix::sys::time::TimeSpec;
+use nix::sys::timerfd::{ClockId, Expiration, TimerFd, TimerFlags, TimerSetTimeFlags};
+use nix::sys::wait::{waitpid, WaitPidFlag, WaitStatus};
+use nix::unistd::Pid;
+use std::os::fd::{AsRawFd, FromRawFd, OwnedFd, RawFd};
+use std::time::Duration;
+
+/// The signals init handles through its signalfd.
+pub fn handled_signals() -> SigSet {
+    let mut set = SigSet::empty();
+    for s in [
+        Signal::SIGCHLD,
+        Signal::SIGTERM,
+        Signal::SIGINT,
+        Signal::SIGHUP,
+    ] {
+        set.add(s);
+    }
+    set
+}
+
+/// Block the handled signals (first thing in main) and ignore SIGPIPE, so a
+/// client that hangs up can never kill init.
+pub fn block_signals() -> nix::Result<()> {
+    signal::sigprocmask(SigmaskHow::SIG_BLOCK, Some(&handled_signals()), None)?;
+    // SAFETY: installing SIG_IGN has no handler code to be unsafe about.
+    unsafe { signal::signal(Signal::SIGPIPE, SigHandler::SigIgn) }?;
+    Ok(())
+}
+
+pub fn signalfd() -> nix::Result<SignalFd> {
+    SignalFd::with_flags(
+        &handled_signals(),
+        SfdFlags::SFD_NONBLOCK | SfdFlags::SFD_CLOEXEC,
+    )
+}
+
+/// In the child between fork and exec: new session, empty signal mask,
+/// default dispositions. Only async-signal-safe calls.
+pub fn child_reset() -> std::io::Result<()> {
+    // SAFETY: plain syscalls on the child's own state, all async-signal-safe.
+    unsafe {
+        if libc::setsid() < 0 {
+            return Err(std::io::Error::last_os_error());
+        }
+        let mut empty: libc::sigset_t = std::mem::zeroed();
+        libc::sigemptyset(&mut empty);
+        libc::sigprocmask(libc::SIG_SETMASK, &empty, std::ptr::null_mut());
+        for sig in [
+            libc::SIGPIPE,
+            libc::SIGCHLD,
+            libc::SIGTERM,
+            libc::SIGINT,
+            libc::SIGHUP,
+        ] {
+            libc::signal(sig, libc::SIG_DFL);
+        }
+    }
+    Ok(())
+}
+
+/// A monotonic, non-blocking, close-on-exec timerfd.
+pub fn timerfd() -> nix::Result<TimerFd> {
+    TimerFd::new(
+        ClockId::CLOCK_MONOTONIC,
+        TimerFlags::TFD_NONBLOCK | TimerFlags::TFD_CLOEXEC,
+    )
+}
+
+/// Arm `t` to fire once after `after` (zero fires at once), or disarm it.
+pub fn arm_timer(t: &TimerFd, after: Option<Duration>) -> nix::Result<()> {
+    match after {
+        None => t.unset(),
+        Some(d) => {
+            let d = d.max(Duration::from_nanos(1));
+            t.set(
+                Expiration::OneShot(TimeSpec::from_duration(d)),
+                TimerSetTimeFlags::empty(),
+            )
+        }
+    }
+}
+
+/// Drain a readable timerfd or similar counter fd.
+pub fn drain_counter(fd: RawFd) {
+    let mut buf = [0u8; 8];
+    // SAFETY: reading into a local buffer of the given size.
+    while unsafe { libc::read(fd, buf.as_mut_ptr().cast(), buf.len()) } > 0 {}
+}
+
+/// pidfd_open(2). `Err(ENOSYS)` on kernels before 5.3. The fd is CLOEXEC.
+pub fn pidfd_open(pid: Pid) -> nix::Result<OwnedFd> {
+    if std::env::var_os("INIT_NO_PIDFD").is_some() {
+        return Err(Errno::ENOSYS);
+    }
+    // SAFETY: raw syscall with integer arguments; the result is a new fd we own.
+    let fd = unsafe { libc::syscall(libc::SYS_pidfd_open, pid.as_raw(), 0) };
+    if fd < 0 {
+        return Err(Errno::last());
+    }
+    // SAFETY: the kernel just gave us this fd.
+    Ok(unsafe { OwnedFd::from_raw_fd(fd as RawFd) })
+}
+
+/// Signal a process through its pidfd where we have one (never hits a
+/// recycled PID), else by PID.
+pub fn signal_process(pid: Pid, pidfd: Option<&OwnedFd>, sig: Signal) -> nix::Result<()> {
+    if let Some(fd) = pidfd {
+        // SAFETY: raw syscall; fd is a valid pidfd we own.
+        let r = unsafe {
+            libc::syscall(
+                libc::SYS_pidfd_send_signal,
+                fd.as_raw_fd(),
+                sig as libc::c_int,
+                std::ptr::null::<libc::siginfo_t>(),
+                0,
+            )
+        };
+        if r == 0 {
+            return Ok(());
+        }
+        let e = Errno::last();
+        if e != Errno::ENOSYS {
+            return Err(e);
+        }
+    }
+    signal::kill(pid, sig)
+}
+
+/// Signal a whole process group. Only called while the group leader is not
+/// yet reaped, so the group id cannot have been recycled.
+pub fn signal_group(pgid: Pid, sig: Signal) -> nix::Result<()> {
+    signal::killpg(pgid, sig)
+}
+
+/// Does the process group still have members?
+pub fn group_alive(pgid: Pid) -> bool {
+    signal::killpg(pgid, None).is_ok()
+}
+
+/// An exited child, found without reaping it (so its group can still be
+/// signalled safely). `None` when no child has exited.
+pub fn peek_exited() -> Option<Pid> {
+    // SAFETY: waitid with a zeroed siginfo out-parameter.
+    unsafe {
+        let mut info: libc::siginfo_t = std::mem::zeroed();
+        let r = libc::waitid(
+            libc::P_ALL,
+            0,
+            &mut info,
+            libc::WEXITED | libc::WNOHANG | libc::WNOWAIT,
+        );
+        if r != 0 {
+            return None;
+        }
+        let pid = info.si_pid();
+        (pid > 0).then(|| Pid::from_raw(pid))
+    }
+}
+
+/// How a child ended: the seed's `exit_status` (code, or 128+N for signal
+/// N) and the signal if there was one.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Exit {
+    pub code: i32,
+    pub signal: Option<i32>,
+}
+
+impl Exit {
+    pub fn success(&self) -> bool {
+        self.code == 0 && self.signal.is_none()
+    }
+}
+
+/// Reap `pid` if it has exited.
+pub fn reap(pid: Pid) -> Option<Exit> {
+    match waitpid(pid, Some(WaitPidFlag::WNOHANG)) {
+        Ok(WaitStatus::Exited(_, code)) => Some(Exit { code, signal: None }),
+        Ok(WaitStatus::Signaled(_, sig, _)) => Some(Exit {
+            code: 128 + sig as i32,
+            signal: Some(sig as i32),
+        }),
+        _ => None,
+    }
+}
+
+pub fn signal_name(sig: i32) -> String {
+    Signal::try_from(sig)
+        .map(|s| s.as_str().to_string())
+        .unwrap_or_else(|_| format!("signal {sig}"))
+}
+
+/// When not PID 1: become a child subreaper so orphans are still ours.
+pub fn set_subreaper() -> nix::Result<()> {
+    nix::sys::prctl::set_child_subreaper(true)
+}
+
+pub fn set_nonblocking(fd: RawFd) -> nix::Result<()> {
+    use nix::fcntl::{fcntl, FcntlArg, OFlag};
+    // SAFETY: fd is open for the duration of this call.
+    let bfd = unsafe { std::os::fd::BorrowedFd::borrow_raw(fd) };
+    let flags = OFlag::from_bits_truncate(fcntl(bfd, FcntlArg::F_GETFL)?);
+    fcntl(bfd, FcntlArg::F_SETFL(flags | OFlag::O_NONBLOCK))?;
+    Ok(())
+}
+
+/// Our own direct children (orphans re-parented to us included), from /proc.
+pub fn children_of_self() -> Vec<Pid> {
+    let me = std::process::id().to_string();
+    let mut out = Vec::new();
+    let Ok(dir) = std::fs::read_dir("/proc") else {
+        return out;
+    };
+    for e in dir.flatten() {
+        let name = e.file_name();
+        let Some(pid) = name.to_str().and_then(|s| s.parse::<i32>().ok()) else {
+            continue;
+        };
+        let Ok(stat) = std::fs::read_to_string(format!("/proc/{pid}/stat")) else {
+            continue;
+        };
+        // The fields after the last ')' are: state ppid ...
+        let ppid = stat
+            .rsplit_once(')')
+            .and_then(|(_, rest)| rest.split_whitespace().nth(1));
+        if ppid == Some(me.as_str()) {
+            out.push(Pid::from_raw(pid));
+        }
+    }
+    out
+}
+
+pub fn is_pid1() -> bool {
+    std::process::id() == 1
+}
+
+/// Kill every process (as PID 1 at the end of shutdown).
+pub fn kill_all(sig: Signal) {
+    let _ = signal::kill(Pid::from_raw(-1), sig);
+}
+
+pub fn sync() {
+    nix::unistd::sync();
+}

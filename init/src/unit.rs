@@ -1,0 +1,358 @@
+//! Service definitions: `<name>.service` TOML files in `service_dir`.
+
+use serde::Deserialize;
+use std::collections::BTreeMap;
+use std::path::{Path, PathBuf};
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum RestartPolicy {
+    No,
+    Always,
+    OnFailure,
+    OnSuccess,
+}
+
+impl RestartPolicy {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            RestartPolicy::No => "no",
+            RestartPolicy::Always => "always",
+            RestartPolicy::OnFailure => "on-failure",
+            RestartPolicy::OnSuccess => "on-success",
+        }
+    }
+
+    /// Should a run that ended with `success` be restarted?
+    pub fn restarts(self, success: bool) -> bool {
+        match self {
+            RestartPolicy::No => false,
+            RestartPolicy::Always => true,
+            RestartPolicy::OnFailure => !success,
+            RestartPolicy::OnSuccess => success,
+        }
+    }
+}
+
+/// The file as written; keys exactly as the seed.
+#[derive(Debug, Deserialize)]
+#[serde(rename_all = "PascalCase")]
+struct RawUnit {
+    exec_start: Option<String>,
+    #[serde(default)]
+    environment: Vec<String>,
+    restart: Option<RestartPolicy>,
+    restart_sec: Option<u64>,
+    working_directory: Option<String>,
+    service_enable: Option<bool>,
+    #[serde(default)]
+    before: Vec<String>,
+    #[serde(default)]
+    after: Vec<String>,
+    #[serde(default)]
+    requires: Vec<String>,
+    #[serde(default)]
+    required_by: Vec<String>,
+    timeout_stop_sec: Option<u64>,
+    start_limit_burst: Option<u32>,
+    start_limit_interval_sec: Option<u64>,
+    #[serde(flatten)]
+    unknown: BTreeMap<String, toml::Value>,
+}
+
+#[derive(Debug, Clone, PartialEq)]
+pub struct ServiceDef {
+    pub exec_start: String,
+    pub argv: Vec<String>,
+    pub environment: Vec<(String, String)>,
+    pub restart: RestartPolicy,
+    pub restart_sec: u64,
+    pub working_directory: Option<String>,
+    pub service_enable: bool,
+    pub before: Vec<String>,
+    pub after: Vec<String>,
+    pub requires: Vec<String>,
+    pub required_by: Vec<String>,
+    pub timeout_stop_sec: u64,
+    pub start_limit_burst: u32,
+    pub start_limit_interval_sec: u64,
+}
+
+/// Parse a service file's text. Unknown keys are returned as warnings.
+pub fn parse(text: &str) -> Result<(ServiceDef, Vec<String>), String> {
+    let raw: RawUnit = toml::from_str(text).map_err(|e| e.to_string().trim().to_string())?;
+    let exec_start = raw
+        .exec_start
+        .filter(|s| !s.trim().is_empty())
+        .ok_or("missing required key ExecStart")?;
+    let argv = split_command(&exec_start).map_err(|e| format!("ExecStart: {e}"))?;
+    let mut environment = Vec::new();
+    for entry in raw.environment {
+        match entry.split_once('=') {
+            Some((k, v)) if !k.is_empty() => environment.push((k.to_string(), v.to_string())),
+            _ => return Err(format!("Environment: '{entry}' is not KEY=VALUE")),
+        }
+    }
+    let warnings = raw
+        .unknown
+        .keys()
+        .map(|k| format!("unknown key '{k}' ignored"))
+        .collect();
+    Ok((
+        ServiceDef {
+            exec_start,
+            argv,
+            environment,
+            restart: raw.restart.unwrap_or(RestartPolicy::No),
+            restart_sec: raw.restart_sec.unwrap_or(5),
+            working_directory: raw.working_directory,
+            service_enable: raw.service_enable.unwrap_or(true),
+            before: raw.before,
+            after: raw.after,
+            requires: raw.requires,
+            required_by: raw.required_by,
+            timeout_stop_sec: raw.timeout_stop_sec.unwrap_or(10),
+            start_limit_burst: raw.start_limit_burst.unwrap_or(5),
+            start_limit_interval_sec: raw.start_limit_interval_sec.unwrap_or(10),
+        },
+        warnings,
+    ))
+}
+
+/// Split a command line with shell-style quoting: whitespace separates,
+/// '...' is literal, "..." allows \" \\ \$ \` escapes, \x outside quotes
+/// is x. No expansion of any kind.
+pub fn split_command(s: &str) -> Result<Vec<String>, String> {
+    let mut out = Vec::new();
+    let mut cur = String::new();
+    let mut in_word = false;
+    let mut chars = s.chars();
+    while let Some(c) = chars.next() {
+        match c {
+            c if c.is_whitespace() => {
+                if in_word {
+                    out.push(std::mem::take(&mut cur));
+                    in_word = false;
+                }
+            }
+            '\'' => {
+                in_word = true;
+                loop {
+                    match chars.next() {
+                        Some('\'') => break,
+                        Some(c) => cur.push(c),
+                        None => return Err("unbalanced single quote".into()),
+                    }
+                }
+            }
+            '"' => {
+                in_word = true;
+                loop {
+                    match chars.next() {
+                        Some('"') => break,
+                        Some('\\') => match chars.next() {
+                            Some(c @ ('"' | '\\' | '$' | '`')) => cur.push(c),
+                            Some(c) => {
+                                cur.push('\\');
+                                cur.push(c);
+                            }
+                            None => return Err("unbalanced double quote".into()),
+                        },
+                        Some(c) => cur.push(c),
+                        None => return Err("unbalanced double quote".into()),
+                    }
+                }
+            }
+            '\\' => {
+                in_word = true;
+                match chars.next() {
+                    Some(c) => cur.push(c),
+                    None => return Err("trailing backslash".into()),
+                }
+            }
+            c => {
+                in_word = true;
+                cur.push(c);
+            }
+        }
+    }
+    if in_word {
+        out.push(cur);
+    }
+    if out.is_empty() {
+        return Err("empty command".into());
+    }
+    Ok(out)
+}
+
+/// A service name is the file stem: `[A-Za-z0-9@._-]+`, no `..`, and not
+/// `init` (which names init's own log).
+pub fn validate_name(name: &str) -> Result<(), String> {
+    if name.is_empty()
+        || !name
+            .chars()
+            .all(|c| c.is_ascii_alphanumeric() || "@._-".contains(c))
+    {
+        return Err(format!(
+            "invalid service name '{name}': use letters, digits and @ . _ -"
+        ));
+    }
+    if name.contains("..") || name == "." {
+        return Err(format!(
+            "invalid service name '{name}': '..' is not allowed"
+        ));
+    }
+    if name == "init" {
+        return Err("invalid service name 'init': reserved for init's own log".into());
+    }
+    Ok(())
+}
+
+/// One file found in the service directory.
+#[derive(Debug, Clone)]
+pub struct UnitFile {
+    pub name: String,
+    pub path: PathBuf,
+    /// `.service` (true) or `.service.disabled` (false).
+    pub file_enabled: bool,
+    pub def: Result<ServiceDef, String>,
+    pub warnings: Vec<String>,
+}
+
+impl UnitFile {
+    /// Enabled = `.service` file and `ServiceEnable` not false.
+    pub fn enabled(&self) -> bool {
+        self.file_enabled && self.def.as_ref().map_or(true, |d| d.service_enable)
+    }
+}
+
+pub fn unit_path(dir: &Path, name: &str, enabled: bool) -> PathBuf {
+    dir.join(if enabled {
+        format!("{name}.service")
+    } else {
+        format!("{name}.service.disabled")
+    })
+}
+
+/// Read every `*.service` and `*.service.disabled` in `dir`, sorted by name.
+/// Problems with the directory itself are returned as the error.
+pub fn scan(dir: &Path) -> Result<Vec<UnitFile>, String> {
+    let entries = std::fs::read_dir(dir).map_err(|e| format!("{}: {e}", dir.display()))?;
+    let mut by_name: BTreeMap<String, UnitFile> = BTreeMap::new();
+    let mut dup_warnings = Vec::new();
+    for entry in entries.flatten() {
+        let file_name = entry.file_name();
+        let Some(fname) = file_name.to_str() else {
+            continue;
+        };
+        let (name, file_enabled) = if let Some(n) = fname.strip_suffix(".service") {
+            (n, true)
+        } else if let Some(n) = fname.strip_suffix(".service.disabled") {
+            (n, false)
+        } else {
+            continue;
+        };
+        let path = entry.path();
+        let (def, warnings) = match validate_name(name) {
+            Err(e) => (Err(e), Vec::new()),
+            Ok(()) => match std::fs::read_to_string(&path) {
+                Err(e) => (Err(format!("cannot read: {e}")), Vec::new()),
+                Ok(text) => match parse(&text) {
+                    Ok((d, w)) => (Ok(d), w),
+                    Err(e) => (Err(e), Vec::new()),
+                },
+            },
+        };
+        let unit = UnitFile {
+            name: name.to_string(),
+            path,
+            file_enabled,
+            def,
+            warnings,
+        };
+        match by_name.get(name) {
+            Some(existing) if existing.file_enabled => {
+                dup_warnings.push((name.to_string(), fname.to_string()));
+            }
+            Some(_) => {
+                dup_warnings.push((name.to_string(), format!("{name}.service.disabled")));
+                by_name.insert(name.to_string(), unit);
+            }
+            None => {
+                by_name.insert(name.to_string(), unit);
+            }
+        }
+    }
+    for (name, ignored) in dup_warnings {
+        if let Some(u) = by_name.get_mut(&name) {
+            u.warnings.push(format!(
+                "both {name}.service and {name}.service.disabled exist; {ignored} ignored"
+            ));
+        }
+    }
+    Ok(by_name.into_values().collect())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn splits_like_a_shell() {
+        assert_eq!(
+            split_command(r#"/bin/sh -c 'echo "a b"; exit 3' x\ y "q\"z""#).unwrap(),
+            vec!["/bin/sh", "-c", "echo \"a b\"; exit 3", "x y", "q\"z"]
+        );
+        assert_eq!(split_command("a ''").unwrap(), vec!["a", ""]);
+        assert!(split_command("a 'b").is_err());
+        assert!(split_command("a \"b").is_err());
+        assert!(split_command("   ").is_err());
+    }
+
+    #[test]
+    fn parses_the_seed_example() {
+        let (d, w) = parse(
+            r#"ExecStart = "/usr/bin/myapp --port 8080"
+Environment = ["A=1", "B=x=y"]
+Restart = "on-failure"
+RestartSec = 10
+After = ["database"]
+Bogus = 1
+"#,
+        )
+        .unwrap();
+        assert_eq!(d.argv, vec!["/usr/bin/myapp", "--port", "8080"]);
+        assert_eq!(d.environment[1], ("B".into(), "x=y".into()));
+        assert_eq!(d.restart, RestartPolicy::OnFailure);
+        assert_eq!(d.restart_sec, 10);
+        assert_eq!(d.timeout_stop_sec, 10);
+        assert_eq!(d.start_limit_burst, 5);
+        assert_eq!(w, vec!["unknown key 'Bogus' ignored".to_string()]);
+    }
+
+    #[test]
+    fn rejects_bad_files() {
+        assert!(parse("Restart = \"no\"").unwrap_err().contains("ExecStart"));
+        assert!(parse("ExecStart = \"x\"\nRestart = \"sometimes\"").is_err());
+        assert!(parse("ExecStart = \"x\"\nRestartSec = -1").is_err());
+        assert!(parse("ExecStart = \"x\"\nEnvironment = [\"NOEQ\"]").is_err());
+        assert!(parse("ExecStart = [").is_err());
+    }
+
+    #[test]
+    fn names() {
+        assert!(validate_name("web-app_1@x.y").is_ok());
+        for bad in ["", "../x", "a/b", "..", "a..b", "sp ace", "init"] {
+            assert!(validate_name(bad).is_err(), "{bad}");
+        }
+    }
+
+    #[test]
+    fn restart_policies() {
+        use RestartPolicy::*;
+        assert!(!No.restarts(true) && !No.restarts(false));
+        assert!(Always.restarts(true) && Always.restarts(false));
+        assert!(!OnFailure.restarts(true) && OnFailure.restarts(false));
+        assert!(OnSuccess.restarts(true) && !OnSuccess.restarts(false));
+    }
+}
