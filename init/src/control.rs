@@ -88,12 +88,15 @@ impl Conn {
 
     /// Read everything available (edge-triggered: until WouldBlock), but
     /// never hold more than one over-limit request.
-    pub fn fill(&mut self, now: Instant) {
+    /// Returns whether anything was read.
+    pub fn fill(&mut self, now: Instant) -> bool {
+        let mut got = false;
         let mut buf = [0u8; 16 * 1024];
         while !self.read_closed && self.inbuf.len() <= MAX_REQUEST_BYTES {
             match self.stream.read(&mut buf) {
                 Ok(0) => self.read_closed = true,
                 Ok(n) => {
+                    got = true;
                     self.last_activity = now;
                     self.inbuf
                         .extend_from_slice(buf.get(..n).unwrap_or_default());
@@ -103,6 +106,7 @@ impl Conn {
                 Err(_) => self.read_closed = true,
             }
         }
+        got
     }
 
     /// Parse the next request out of the input buffer.

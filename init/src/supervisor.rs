@@ -1097,7 +1097,14 @@ impl Supervisor {
                 break;
             }
             match c.next() {
-                Next::Incomplete => break,
+                // Input left in the kernel while this client was busy sends
+                // no new edge: read again before waiting for one.
+                Next::Incomplete => {
+                    if !c.read_closed && c.fill(now) {
+                        continue;
+                    }
+                    break;
+                }
                 Next::Invalid(msg) => c.send(&Response::err(msg)),
                 Next::Fatal(msg) => {
                     c.send(&Response::err(msg));
