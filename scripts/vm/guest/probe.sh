@@ -1,0 +1,84 @@
+#!/bin/sh
+# vm-test probe: a Restart=no service that runs once first and second are up.
+# Prints one line per check on the console, `VMTEST ok <name>` or
+# `VMTEST fail <name>`, then `VMTEST probe done`, then asks init to shut
+# down. scripts/vm-test greps the serial log for these lines; keep the names
+# in step with its PROBE_CHECKS list.
+export PATH=/sbin:/usr/sbin:/bin:/usr/bin
+C=/dev/console
+ok() { echo "VMTEST ok $*" > $C; }
+fail() { echo "VMTEST fail $*" > $C; }
+check() {
+    n=$1
+    shift
+    if "$@" > /tmp/vmtest-out 2>&1; then
+        ok "$n"
+    else
+        fail "$n"
+        sed 's/^/VMTEST   | /' /tmp/vmtest-out | head -n 5 > $C
+    fi
+}
+vs="--protocol vsock --vsock-cid 1 --vsock-port 9001"
+
+echo "VMTEST probe start (pid $$)" > $C
+# first and second record themselves in /run/vmtest-started; give them 10 s.
+i=0
+while [ "$(cat /run/vmtest-started 2>/dev/null | wc -l)" -lt 2 ] && [ $i -lt 50 ]; do
+    sleep 0.2
+    i=$((i + 1))
+done
+
+# init is PID 1, running /sbin/init, with the console as stdio.
+check pid1 sh -c 'tr "\0" "\n" < /proc/1/cmdline | head -n 1 | grep -qx /sbin/init'
+check pid1-stdio-console sh -c 'for f in 0 1 2; do readlink /proc/1/fd/$f | grep -q console || exit 1; done'
+
+# Filesystems, with the types and flags of AWS's init.
+for m in /dev:devtmpfs /proc:proc /sys:sysfs /run:tmpfs /tmp:tmpfs \
+         /dev/shm:tmpfs /dev/pts:devpts /sys/fs/cgroup:tmpfs; do
+    check "mount-${m%%:*}" grep -q "^[^ ]* ${m%%:*} ${m#*:} " /proc/mounts
+done
+check mount-flags-proc sh -c 'grep " /proc proc " /proc/mounts | grep nosuid | grep nodev | grep -q noexec'
+check mount-flags-sys sh -c 'grep " /sys sysfs " /proc/mounts | grep nosuid | grep nodev | grep -q noexec'
+check mount-mode-run sh -c 'grep " /run tmpfs " /proc/mounts | grep -q "mode=755"'
+check mounts-once sh -c '[ "$(grep -c " /proc proc " /proc/mounts)" = 1 ] && [ "$(grep -c " /dev devtmpfs " /proc/mounts)" = 1 ]'
+for l in fd stdin stdout stderr; do
+    check "link-/dev/$l" test -L /dev/$l
+done
+check link-dev-fd-works test -e /dev/fd/0
+# Every enabled v1 controller of /proc/cgroups is mounted, and cgroup2.
+check cgroup-v1 sh -c 'n=0; for c in $(awk "!/^#/ && \$4 == 1 {print \$1}" /proc/cgroups); do
+        grep -q " /sys/fs/cgroup/$c cgroup " /proc/mounts || { echo "missing $c"; exit 1; }
+        n=$((n + 1)); done; [ $n -gt 0 ]'
+check cgroup2 grep -q " /sys/fs/cgroup/unified cgroup2 " /proc/mounts
+
+# NSM step: the "driver" (vsock_loopback) is loaded. That its file was
+# unlinked is seen by the helper, which still sees the initramfs root.
+check nsm-module-loaded test -d /sys/module/vsock_loopback
+
+# Root switch: the rootfs marker is at /, the initramfs one is not.
+check root-switched test -f /etc/vmtest-rootfs
+check initramfs-hidden test ! -e /vmtest-initramfs
+
+# Services: started in dependency order (pids grow in fork order).
+check services-order sh -c 'p1=$(awk "\$1 == \"first\" {print \$2; exit}" /run/vmtest-started)
+        p2=$(awk "\$1 == \"second\" {print \$2; exit}" /run/vmtest-started)
+        echo "first=$p1 second=$p2 probe=$1"
+        [ -n "$p1" ] && [ -n "$p2" ] && [ "$p1" -lt "$p2" ] && [ "$p2" -lt "$1" ]' - $$
+check service-env sh -c '[ "$VMTEST" = 1 ]'
+check log-captured grep -q "worker first started" /log/first.log
+
+# The control interfaces, local and over VSOCK (CID 1 is the guest itself).
+check initctl-unix-ping initctl -s /run/init.sock ping
+check initctl-vsock-ping initctl $vs ping
+check initctl-vsock-list sh -c "initctl $vs list | grep first | grep -q . && initctl $vs list | grep -q second"
+check initctl-vsock-status initctl $vs status first
+check initctl-status-running sh -c 'initctl status second | grep -qiE "running|active"'
+
+# PID 1 reaps orphans: the helper's child exited long ago; no zombies.
+check no-zombies sh -c '! grep -l "^State:.*Z" /proc/[0-9]*/status'
+
+echo "VMTEST probe done" > $C
+initctl shutdown > /tmp/vmtest-out 2>&1 || {
+    fail "initctl-shutdown"
+    sed 's/^/VMTEST   | /' /tmp/vmtest-out > $C
+}
