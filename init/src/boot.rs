@@ -24,7 +24,7 @@ use std::ffi::CStr;
 use std::os::fd::{AsFd, AsRawFd, OwnedFd};
 use std::os::unix::fs::DirBuilderExt;
 use std::path::Path;
-use std::sync::atomic::{AtomicU8, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU8, Ordering};
 use std::time::{Duration, Instant};
 
 /// The byte the enclave sends and the parent echoes.
@@ -101,16 +101,20 @@ const DEV_LINKS: &[(&str, &str)] = &[
     ("/dev/stderr", "/proc/self/fd/2"),
 ];
 
+/// /run and /tmp get a tmpfs only when empty (see [`mount_at`]).
+const KEEP_IF_NOT_EMPTY: &[&str] = &["/run", "/tmp"];
+
+const CGROUP_ROOT: &str = "/sys/fs/cgroup";
 /// Where cgroup2 goes, next to the v1 controllers (systemd's "hybrid" place).
 const CGROUP2_DIR: &str = "/sys/fs/cgroup/unified";
 
-/// What [`ensure_stdio`] had to do, for [`boot`] to report once it may
-/// print: 0 nothing, else `STDIO_*` bits.
-static STDIO_NOTE: AtomicU8 = AtomicU8::new(0);
-const STDIO_WAS_CLOSED: u8 = 1;
-const STDIO_MOUNTED_DEV: u8 = 2;
-const STDIO_ON_NULL: u8 = 4;
-const STDIO_ON_NOTHING: u8 = 8;
+/// What [`ensure_stdio`] found, for [`boot`] to report once it may print.
+static STDIO_WAS_CLOSED: AtomicBool = AtomicBool::new(false);
+static STDIO_MOUNTED_DEV: AtomicBool = AtomicBool::new(false);
+/// Bit `fd` set: fd was closed at start and holds a stand-in (/dev/null or
+/// an O_PATH `/`) until /dev/console can be opened. Only these fds are ever
+/// moved to the console: stdio someone handed us is left alone.
+static STDIO_STANDIN: AtomicU8 = AtomicU8::new(0);
 
 // ---------------------------------------------------------------- stdio
 
@@ -143,27 +147,27 @@ fn open_onto(fd: libc::c_int, path: &CStr, flags: libc::c_int) -> bool {
 /// again; as a last resort parks an O_PATH descriptor of `/` there (writes
 /// to it fail harmlessly). Prints nothing: there may be nowhere to print.
 pub fn ensure_stdio() {
-    let mut note = 0;
+    let mut standin = 0u8;
     for round in 0..2 {
         let mut missing = false;
         for fd in 0..3 {
-            if fd_open(fd) {
+            if fd_open(fd) && standin & (1 << fd) == 0 {
                 continue;
             }
-            note |= STDIO_WAS_CLOSED;
+            STDIO_WAS_CLOSED.store(true, Ordering::Relaxed);
             if open_onto(fd, c"/dev/console", libc::O_RDWR) {
-                continue;
+                standin &= !(1 << fd);
+            } else if open_onto(fd, c"/dev/null", libc::O_RDWR) {
+                standin |= 1 << fd;
+            } else {
+                missing = true;
             }
-            if open_onto(fd, c"/dev/null", libc::O_RDWR) {
-                note |= STDIO_ON_NULL;
-                continue;
-            }
-            missing = true;
         }
-        if !missing || round > 0 || !is_pid1() {
+        if (!missing && standin == 0) || round > 0 || !is_pid1() {
             break;
         }
-        note |= STDIO_MOUNTED_DEV;
+        // No console: as PID 1, /dev is probably empty. Mount it and retry.
+        STDIO_MOUNTED_DEV.store(true, Ordering::Relaxed);
         // SAFETY: mkdir and mount with constant NUL-terminated strings.
         unsafe {
             libc::mkdir(c"/dev".as_ptr(), 0o755);
@@ -178,48 +182,35 @@ pub fn ensure_stdio() {
     }
     for fd in 0..3 {
         if !fd_open(fd) {
-            note |= STDIO_ON_NOTHING;
+            standin |= 1 << fd;
             open_onto(fd, c"/", libc::O_PATH | libc::O_DIRECTORY);
         }
     }
-    STDIO_NOTE.store(note, Ordering::Relaxed);
+    STDIO_STANDIN.store(standin, Ordering::Relaxed);
 }
 
 /// Say what [`ensure_stdio`] found and did, now that printing is possible.
 fn report_stdio() {
-    let note = STDIO_NOTE.load(Ordering::Relaxed);
-    if note & STDIO_WAS_CLOSED == 0 {
+    if !STDIO_WAS_CLOSED.load(Ordering::Relaxed) {
         return;
     }
-    let dev = if note & STDIO_MOUNTED_DEV != 0 {
-        "; /dev had neither console nor null, so devtmpfs was mounted on /dev first"
+    let dev = if STDIO_MOUNTED_DEV.load(Ordering::Relaxed) {
+        "; /dev had no console, so devtmpfs was mounted on /dev first"
     } else {
         ""
     };
-    if note & (STDIO_ON_NULL | STDIO_ON_NOTHING) == 0 {
+    if STDIO_STANDIN.load(Ordering::Relaxed) == 0 {
         info!("stdio: fds 0-2 were closed at start{dev}; attached to /dev/console");
     } else {
-        warn!("stdio: fds 0-2 were closed at start{dev}; /dev/console could not be opened then");
+        warn!("stdio: fds 0-2 were closed at start{dev}; /dev/console could not be opened yet");
     }
 }
 
-/// True when `fd` is a stand-in that should move to /dev/console once it
-/// exists: closed, /dev/null, or the O_PATH `/` of [`ensure_stdio`]. A pipe,
-/// file or terminal someone handed us is left alone.
-fn fd_is_placeholder(fd: libc::c_int) -> bool {
-    // SAFETY: fstat into a zeroed, properly sized struct.
-    let mut st: libc::stat = unsafe { std::mem::zeroed() };
-    if unsafe { libc::fstat(fd, &mut st) } != 0 {
-        return true;
-    }
-    let kind = st.st_mode & libc::S_IFMT;
-    kind == libc::S_IFDIR || (kind == libc::S_IFCHR && st.st_rdev == libc::makedev(1, 3))
-}
-
-/// Put stdin/stdout/stderr on /dev/console where they are only stand-ins.
+/// Move the stand-ins of [`ensure_stdio`] to /dev/console, once /dev is
+/// mounted.
 fn attach_console() {
-    let fds: Vec<libc::c_int> = (0..3).filter(|fd| fd_is_placeholder(*fd)).collect();
-    if fds.is_empty() {
+    let standin = STDIO_STANDIN.load(Ordering::Relaxed);
+    if standin == 0 {
         return;
     }
     // SAFETY: open with a constant path; the result is checked.
@@ -231,16 +222,18 @@ fn attach_console() {
     };
     if console < 0 {
         let e = Errno::last();
-        warn!("cannot open /dev/console: {e}; stdio stays as it is");
+        warn!("stdio: cannot open /dev/console: {e}; stdio stays on stand-ins");
         return;
     }
-    for fd in fds {
+    for fd in (0..3).filter(|fd| standin & (1 << fd) != 0) {
         // SAFETY: dup2 between descriptors we own; console > 2 because 0-2
         // are open (ensure_stdio ran first).
         unsafe { libc::dup2(console, fd) };
     }
     // SAFETY: closing the descriptor opened above.
     unsafe { libc::close(console) };
+    STDIO_STANDIN.store(0, Ordering::Relaxed);
+    info!("stdio: attached to /dev/console");
 }
 
 // ---------------------------------------------------------------- mounts
@@ -264,14 +257,27 @@ fn make_dir(path: &str) -> std::io::Result<()> {
         .create(path)
 }
 
-/// Mount one filesystem unless already there. Ok(true) when mounted now.
-fn mount_one(fs: &Fs) -> Result<bool, String> {
-    let Fs(source, target, fstype, flags, data) = fs;
+/// Mount unless `target` is a mount point already. Ok(true) when mounted
+/// now. /run and /tmp that hold files are left alone rather than hidden
+/// under a tmpfs (an image may ship files there; a test running init as PID
+/// 1 in a namespace shares them with the host).
+fn mount_at(
+    source: &str,
+    target: &str,
+    fstype: &str,
+    flags: MsFlags,
+    data: Option<&str>,
+) -> Result<bool, String> {
     if is_mounted(target) {
         return Ok(false);
     }
+    let has_files = || std::fs::read_dir(target).is_ok_and(|mut d| d.next().is_some());
+    if KEEP_IF_NOT_EMPTY.contains(&target) && has_files() {
+        info!("{target} is not empty: left as it is, no {fstype} over it");
+        return Ok(false);
+    }
     make_dir(target).map_err(|e| format!("mkdir {target}: {e}"))?;
-    match mount(Some(*source), *target, Some(*fstype), *flags, *data) {
+    match mount(Some(source), target, Some(fstype), flags, data) {
         Ok(()) => Ok(true),
         Err(Errno::EBUSY) => Ok(false),
         Err(e) => Err(format!("mount {fstype} on {target}: {e}")),
@@ -323,10 +329,14 @@ fn mount_filesystems() {
         Ok(false) => {}
         Err(e) => error!("{e}"),
     };
-    for fs in FILESYSTEMS {
-        let r = mount_one(fs);
-        report(fs.1, r);
-        if fs.1 == "/dev" {
+    let mut cgroup_root_new = false;
+    for Fs(source, target, fstype, flags, data) in FILESYSTEMS {
+        let r = mount_at(source, target, fstype, *flags, *data);
+        if *target == CGROUP_ROOT {
+            cgroup_root_new = r == Ok(true);
+        }
+        report(target, r);
+        if *target == "/dev" {
             attach_console();
         }
     }
@@ -337,29 +347,18 @@ fn mount_filesystems() {
             Err(e) => error!("symlink {link} -> {target}: {e}"),
         }
     }
-    for (target, name, fstype) in cgroup_filesystems() {
-        let r = if is_mounted(&target) {
-            Ok(false)
-        } else {
-            make_dir(&target)
-                .map_err(|e| format!("mkdir {target}: {e}"))
-                .and_then(|()| {
-                    let data = (!name.is_empty()).then_some(name.as_str());
-                    let source = if name.is_empty() { fstype } else { &name };
-                    match mount(
-                        Some(source),
-                        target.as_str(),
-                        Some(fstype),
-                        NO_DEV_SUID_EXEC,
-                        data,
-                    ) {
-                        Ok(()) => Ok(true),
-                        Err(Errno::EBUSY) => Ok(false),
-                        Err(e) => Err(format!("mount {fstype} {name} on {target}: {e}")),
-                    }
-                })
-        };
-        report(&target, r);
+    // Controllers only into a cgroup tmpfs mounted just now: one that was
+    // already there belongs to someone else (or to an earlier call).
+    if cgroup_root_new {
+        for (target, name, fstype) in cgroup_filesystems() {
+            let (source, data) = if name.is_empty() {
+                (fstype, None)
+            } else {
+                (name.as_str(), Some(name.as_str()))
+            };
+            let r = mount_at(source, &target, fstype, NO_DEV_SUID_EXEC, data);
+            report(&target, r);
+        }
     }
     if !done.is_empty() {
         info!("mounted {}", done.join(" "));

@@ -157,6 +157,9 @@ int main(void)
         close(console);
         console = high;
     }
+    /* The firmware's last line may lack its newline: start a fresh one. */
+    if (console >= 0)
+        (void)!write(console, "\n", 1);
     say("VMHELPER start pid %d, kernel-opened fds 0-2: %d%d%d", (int)getpid(),
         open_fds[0], open_fds[1], open_fds[2]);
 
