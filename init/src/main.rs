@@ -2,7 +2,10 @@
 //!
 //! `#![no_main]`: the Rust runtime's start-up aborts when fds 0-2 are closed
 //! and /dev/null is missing, which is how a bare kernel may start PID 1.
-#![no_main]
+//! Not under `cfg(test)`: there the test harness must provide `main`, or the
+//! unit-test binary would run init itself (and never exit).
+#![cfg_attr(not(test), no_main)]
+#![cfg_attr(test, allow(dead_code))]
 #![cfg_attr(
     not(test),
     deny(
@@ -44,6 +47,7 @@ Options:
   -V, --version        show the version
 ";
 
+#[cfg(not(test))]
 #[no_mangle]
 pub extern "C" fn main(_argc: i32, _argv: *const *const u8) -> i32 {
     boot::ensure_stdio();
