@@ -1,0 +1,318 @@
+//! Turning responses into the text a person reads, as the seed printed it.
+
+use shared::protocol::{Response, ServiceStatus, ServiceSummary, SystemStatus};
+use std::fmt::Write;
+
+/// What to print for one response.
+#[derive(Debug, Default, PartialEq, Eq)]
+pub struct Rendered {
+    pub stdout: String,
+    pub stderr: String,
+}
+
+pub fn render(response: &Response) -> Rendered {
+    let mut out = Rendered::default();
+    match response {
+        Response::Success { message } => out.stdout = format!("✓ {message}\n"),
+        Response::Error { message } => out.stderr = format!("✗ Error: {message}\n"),
+        Response::ServiceList { services } => out.stdout = list(services),
+        Response::ServiceStatus { status } => out.stdout = status_block(status),
+        Response::ServiceLogs { logs } if logs.is_empty() => {
+            out.stderr = "No logs available\n".into()
+        }
+        Response::ServiceLogs { logs } => out.stdout = log_lines(logs),
+        Response::SystemStatus { status } => out.stdout = system_status(status),
+        Response::Pong => out.stdout = "✓ Pong - init system is responsive\n".into(),
+    }
+    out
+}
+
+pub fn log_lines(logs: &[String]) -> String {
+    logs.iter().map(|l| format!("{l}\n")).collect()
+}
+
+pub fn list(services: &[ServiceSummary]) -> String {
+    if services.is_empty() {
+        return "No services found\n".into();
+    }
+    let mut s = format!(
+        "{:<25} {:<10} {:<10} {:<15} {}\n{}\n",
+        "NAME",
+        "ENABLED",
+        "ACTIVE",
+        "RESTART",
+        "RESTARTS",
+        "-".repeat(75)
+    );
+    for svc in services {
+        let _ = writeln!(
+            s,
+            "{:<25} {:<10} {:<10} {:<15} {}",
+            svc.name,
+            if svc.enabled { "enabled" } else { "disabled" },
+            if svc.active { "active" } else { "inactive" },
+            svc.restart_policy,
+            svc.restart_count
+        );
+    }
+    s
+}
+
+/// `active (running)`, `inactive (dead)`, or the state name when it says
+/// more than that (`failed`, `inactive (waiting)`, `active (stopping)`).
+fn status_word(st: &ServiceStatus) -> String {
+    match (st.active, st.state.as_str()) {
+        (true, "" | "running" | "active") => "active (running)".into(),
+        (true, state) => format!("active ({state})"),
+        (false, "" | "stopped" | "inactive" | "dead") => "inactive (dead)".into(),
+        (false, "failed") => "failed".into(),
+        (false, state) => format!("inactive ({state})"),
+    }
+}
+
+pub fn status_block(st: &ServiceStatus) -> String {
+    let mut s = String::new();
+    let mut line = |label: &str, value: &dyn std::fmt::Display| {
+        let _ = writeln!(s, "  {label}: {value}");
+    };
+    line("Enabled", &if st.enabled { "yes" } else { "no" });
+    line("Status", &status_word(st));
+    if let Some(reason) = &st.reason {
+        line("Reason", reason);
+    }
+    if let Some(pid) = st.pid {
+        line("PID", &pid);
+    }
+    line("Command", &st.exec_start);
+    if let Some(wd) = &st.working_directory {
+        line("Working Directory", wd);
+    }
+    line("Restart Policy", &st.restart_policy);
+    line("Restart Delay", &format!("{}s", st.restart_sec));
+    line("Restart Count", &st.restart_count);
+    if let Some(code) = st.exit_status {
+        match &st.signal {
+            Some(sig) => line("Last Exit Code", &format!("{code} ({sig})")),
+            None => line("Last Exit Code", &code),
+        }
+    }
+    let deps = &st.dependencies;
+    for (label, names) in [
+        ("After", &deps.after),
+        ("Requires", &deps.requires),
+        ("Before", &deps.before),
+        ("Required By", &deps.required_by),
+        ("Waiting On", &st.waiting_on),
+    ] {
+        if !names.is_empty() {
+            line(label, &names.join(", "));
+        }
+    }
+    format!("Service: {}\n{s}", st.name)
+}
+
+/// `2d 5h 32m 15s`, leaving out leading zero units: `5m 3s`, `0s`.
+pub fn uptime(secs: u64) -> String {
+    let parts = [
+        (secs / 86400, "d"),
+        (secs % 86400 / 3600, "h"),
+        (secs % 3600 / 60, "m"),
+        (secs % 60, "s"),
+    ];
+    let first = parts.iter().position(|(n, _)| *n > 0).unwrap_or(3);
+    parts[first..]
+        .iter()
+        .map(|(n, unit)| format!("{n}{unit}"))
+        .collect::<Vec<_>>()
+        .join(" ")
+}
+
+pub fn system_status(st: &SystemStatus) -> String {
+    format!(
+        "System Status\n  Uptime: {}\n  Services: {} total, {} enabled, {} active\n  \
+         Service Directory: {}\n  Log Directory: {}\n",
+        uptime(st.uptime_secs),
+        st.total_services,
+        st.enabled_services,
+        st.active_services,
+        st.service_dir,
+        st.log_dir
+    )
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use shared::protocol::Dependencies;
+
+    fn summary(name: &str, enabled: bool, active: bool, policy: &str, n: u32) -> ServiceSummary {
+        ServiceSummary {
+            name: name.into(),
+            enabled,
+            active,
+            restart_policy: policy.into(),
+            restart_count: n,
+            state: String::new(),
+        }
+    }
+
+    #[test]
+    fn uptime_leaves_out_leading_zero_units() {
+        assert_eq!(uptime(0), "0s");
+        assert_eq!(uptime(59), "59s");
+        assert_eq!(uptime(5 * 60 + 3), "5m 3s");
+        assert_eq!(uptime(3600), "1h 0m 0s");
+        assert_eq!(uptime(2 * 86400 + 5 * 3600 + 32 * 60 + 15), "2d 5h 32m 15s");
+        assert_eq!(uptime(86400 + 7), "1d 0h 0m 7s");
+    }
+
+    #[test]
+    fn list_matches_the_seed_table() {
+        let text = list(&[
+            summary("webapp", true, true, "always", 3),
+            summary("cache", false, false, "on-failure", 0),
+        ]);
+        let expected = "\
+NAME                      ENABLED    ACTIVE     RESTART         RESTARTS
+---------------------------------------------------------------------------
+webapp                    enabled    active     always          3
+cache                     disabled   inactive   on-failure      0
+";
+        assert_eq!(text, expected);
+        assert_eq!(list(&[]), "No services found\n");
+    }
+
+    fn webapp() -> ServiceStatus {
+        ServiceStatus {
+            name: "webapp".into(),
+            enabled: true,
+            active: true,
+            pid: Some(1234),
+            restart_policy: "always".into(),
+            restart_count: 3,
+            restart_sec: 5,
+            exit_status: Some(0),
+            exec_start: "/usr/bin/python3 /app/server.py".into(),
+            working_directory: Some("/app".into()),
+            dependencies: Dependencies {
+                before: vec!["monitor".into()],
+                after: vec!["database".into(), "cache".into()],
+                requires: vec!["database".into()],
+                required_by: vec![],
+            },
+            state: "running".into(),
+            ..Default::default()
+        }
+    }
+
+    #[test]
+    fn status_matches_the_spec_example() {
+        let expected = "\
+Service: webapp
+  Enabled: yes
+  Status: active (running)
+  PID: 1234
+  Command: /usr/bin/python3 /app/server.py
+  Working Directory: /app
+  Restart Policy: always
+  Restart Delay: 5s
+  Restart Count: 3
+  Last Exit Code: 0
+  After: database, cache
+  Requires: database
+  Before: monitor
+";
+        assert_eq!(status_block(&webapp()), expected);
+    }
+
+    #[test]
+    fn status_of_a_failed_service_shows_state_reason_signal_and_waits() {
+        let st = ServiceStatus {
+            name: "worker".into(),
+            enabled: false,
+            active: false,
+            pid: None,
+            restart_policy: "no".into(),
+            restart_sec: 2,
+            exit_status: Some(137),
+            signal: Some("SIGKILL".into()),
+            exec_start: "/bin/worker".into(),
+            state: "failed".into(),
+            reason: Some("killed by SIGKILL".into()),
+            waiting_on: vec!["db".into()],
+            dependencies: Dependencies {
+                required_by: vec!["web".into()],
+                ..Default::default()
+            },
+            ..Default::default()
+        };
+        let expected = "\
+Service: worker
+  Enabled: no
+  Status: failed
+  Reason: killed by SIGKILL
+  Command: /bin/worker
+  Restart Policy: no
+  Restart Delay: 2s
+  Restart Count: 0
+  Last Exit Code: 137 (SIGKILL)
+  Required By: web
+  Waiting On: db
+";
+        assert_eq!(status_block(&st), expected);
+    }
+
+    #[test]
+    fn status_words() {
+        let mut st = ServiceStatus::default();
+        assert_eq!(status_word(&st), "inactive (dead)");
+        st.state = "stopped".into();
+        assert_eq!(status_word(&st), "inactive (dead)");
+        st.state = "waiting".into();
+        assert_eq!(status_word(&st), "inactive (waiting)");
+        st.active = true;
+        st.state = String::new();
+        assert_eq!(status_word(&st), "active (running)");
+        st.state = "stopping".into();
+        assert_eq!(status_word(&st), "active (stopping)");
+    }
+
+    #[test]
+    fn other_responses() {
+        let r = render(&Response::ok("Service 'webapp' started"));
+        assert_eq!(r.stdout, "✓ Service 'webapp' started\n");
+        assert!(r.stderr.is_empty());
+        let r = render(&Response::err("no such service"));
+        assert_eq!(r.stderr, "✗ Error: no such service\n");
+        assert!(r.stdout.is_empty());
+        let r = render(&Response::ServiceLogs {
+            logs: vec!["a".into(), "b".into()],
+        });
+        assert_eq!(r.stdout, "a\nb\n");
+        let r = render(&Response::ServiceLogs { logs: vec![] });
+        assert_eq!(
+            (r.stdout.as_str(), r.stderr.as_str()),
+            ("", "No logs available\n")
+        );
+        assert!(render(&Response::Pong).stdout.starts_with("✓ Pong"));
+        let st = SystemStatus {
+            uptime_secs: 2 * 86400 + 5 * 3600 + 32 * 60 + 15,
+            total_services: 12,
+            active_services: 9,
+            enabled_services: 10,
+            log_dir: "/log".into(),
+            service_dir: "/service".into(),
+        };
+        let expected = "\
+System Status
+  Uptime: 2d 5h 32m 15s
+  Services: 12 total, 10 enabled, 9 active
+  Service Directory: /service
+  Log Directory: /log
+";
+        assert_eq!(
+            render(&Response::SystemStatus { status: st }).stdout,
+            expected
+        );
+    }
+}
