@@ -126,6 +126,13 @@ impl Conn {
             Some(Ok(value)) => {
                 let used = it.byte_offset();
                 self.inbuf.drain(..used.min(self.inbuf.len()));
+                // Complete but too large (it arrived in one read burst).
+                if used > MAX_REQUEST_BYTES {
+                    self.inbuf.clear();
+                    return Next::Fatal(format!(
+                        "request too large: over {MAX_REQUEST_BYTES} bytes"
+                    ));
+                }
                 match serde_json::from_value::<Request>(value) {
                     Ok(r) => Next::Request(r),
                     Err(e) => Next::Invalid(format!("invalid request: {e}")),

@@ -66,6 +66,37 @@ pub fn child_reset() -> std::io::Result<()> {
     Ok(())
 }
 
+/// Mark every fd above 2 close-on-exec: whatever init was started with
+/// (its parent's leftovers) must not reach a service. init's own fds are
+/// all created CLOEXEC, so this is needed once, at start-up.
+pub fn cloexec_inherited() {
+    // close_range(3, ~0, CLOSE_RANGE_CLOEXEC): Linux 5.11 and later.
+    // SAFETY: raw syscall with integer arguments; it only sets fd flags.
+    let r = unsafe {
+        libc::syscall(
+            libc::SYS_close_range,
+            3u32,
+            u32::MAX,
+            libc::CLOSE_RANGE_CLOEXEC,
+        )
+    };
+    if r == 0 {
+        return;
+    }
+    let fds: Vec<RawFd> = match std::fs::read_dir("/proc/self/fd") {
+        Ok(dir) => dir
+            .flatten()
+            .filter_map(|e| e.file_name().to_str()?.parse().ok())
+            .filter(|fd| *fd > 2)
+            .collect(),
+        Err(_) => (3..1024).collect(),
+    };
+    for fd in fds {
+        // SAFETY: F_SETFD on a number that may or may not be open: EBADF at worst.
+        unsafe { libc::fcntl(fd, libc::F_SETFD, libc::FD_CLOEXEC) };
+    }
+}
+
 /// A monotonic, non-blocking, close-on-exec timerfd.
 pub fn timerfd() -> nix::Result<TimerFd> {
     TimerFd::new(

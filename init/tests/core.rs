@@ -1,9 +1,1082 @@
-//! Integration tests of init's core through the real binary (not PID 1).
+//! Integration tests of init's core through the real binary (not PID 1):
+//! restart policies and timing, the start limit, stopping, orphan reaping,
+//! exec failures, invalid files, the control protocol's edge cases, what a
+//! service inherits, the environment, shutdown, the socket, argv, --check,
+//! and the no-pidfd fallback.
 mod common;
 use common::*;
+use serde_json::{json, Value};
+use std::io::{Read, Write};
+use std::os::unix::net::UnixStream;
+use std::path::Path;
+use std::time::{Duration, Instant};
+
+fn read_file(p: &Path) -> String {
+    std::fs::read_to_string(p).unwrap_or_default()
+}
+
+/// How many times a counter-script service has run.
+fn runs(p: &Path) -> u32 {
+    read_file(p).trim().parse().unwrap_or(0)
+}
+
+/// A script that counts its runs in `counter`, then exits with `code` for
+/// the first two runs and keeps running (sleep) from the third on.
+fn counting(counter: &Path, code: i32) -> String {
+    sh(&format!(
+        "n=$(cat {c} 2>/dev/null || echo 0); n=$((n+1)); echo $n > {c}; \
+         if [ $n -ge 3 ]; then exec sleep 1000; fi; exit {code}",
+        c = counter.display()
+    ))
+}
+
+fn message(v: &Value, kind: &str) -> String {
+    v[kind]["message"]
+        .as_str()
+        .unwrap_or_else(|| panic!("expected {kind}, got {v}"))
+        .to_string()
+}
+
+fn logs_text(init: &Init, name: &str) -> String {
+    init.logs(name, 200).join("\n")
+}
+
+// ----- restart policies ---------------------------------------------------------
+
+/// Every policy with a run that exits 0 and one that exits 3. A service
+/// that is restarted runs a third time and then stays up.
+fn policy_matrix(env: Vec<(String, String)>) {
+    let scratch = TempDir::new("pol");
+    let cases = [
+        ("no-ok", "no", 0, "inactive", 1),
+        ("no-fail", "no", 3, "failed", 1),
+        ("always-ok", "always", 0, "running", 3),
+        ("always-fail", "always", 3, "running", 3),
+        ("onfail-ok", "on-failure", 0, "inactive", 1),
+        ("onfail-fail", "on-failure", 3, "running", 3),
+        ("onsucc-ok", "on-success", 0, "running", 3),
+        ("onsucc-fail", "on-success", 3, "failed", 1),
+    ];
+    let files: Vec<(String, String)> = cases
+        .iter()
+        .map(|(name, policy, code, ..)| {
+            let counter = scratch.path().join(name);
+            (
+                name.to_string(),
+                svc(
+                    &counting(&counter, *code),
+                    &format!("Restart = \"{policy}\"\nRestartSec = 0\nTimeoutStopSec = 1"),
+                ),
+            )
+        })
+        .collect();
+    let refs: Vec<(&str, &str)> = files
+        .iter()
+        .map(|(a, b)| (a.as_str(), b.as_str()))
+        .collect();
+    let init = Init::start_with(
+        &refs,
+        Opts {
+            env,
+            ..Opts::default()
+        },
+    );
+    for (name, policy, code, state, n) in cases {
+        let st = init.wait_state(name, state);
+        assert_eq!(st["restart_policy"], policy, "{st}");
+        assert_eq!(st["exit_status"], json!(code), "{name}: {st}");
+        assert_eq!(st["restart_count"], json!(n - 1), "{name}: {st}");
+        assert!(st["signal"].is_null(), "{st}");
+        if state == "running" {
+            assert!(st["pid"].as_i64().is_some(), "{st}");
+            assert_eq!(st["active"], json!(true));
+        } else {
+            assert!(st["pid"].is_null(), "{st}");
+            assert_eq!(st["active"], json!(false));
+        }
+        if state == "failed" {
+            let reason = st["reason"].as_str().unwrap_or("");
+            assert!(reason.contains("exited with code 3"), "{st}");
+        }
+    }
+    // The ones that were not restarted stay that way.
+    std::thread::sleep(Duration::from_millis(300));
+    for (name, _, _, state, n) in cases {
+        assert_eq!(runs(&scratch.path().join(name)), n, "{name}");
+        assert_eq!(init.state(name), state, "{name}");
+    }
+    // The summary agrees.
+    for s in init.list() {
+        let name = s["name"].as_str().unwrap();
+        let (_, _, _, state, n) = cases.iter().find(|c| c.0 == name).unwrap();
+        assert_eq!(s["state"], *state, "{s}");
+        assert_eq!(s["restart_count"], json!(n - 1), "{s}");
+    }
+}
 
 #[test]
-fn ping_answers() {
+fn restart_policies_with_success_and_failure() {
+    policy_matrix(Vec::new());
+}
+
+#[test]
+fn restart_policies_without_pidfd() {
+    policy_matrix(vec![("INIT_NO_PIDFD".into(), "1".into())]);
+}
+
+#[test]
+fn restart_sec_counts_from_the_exit() {
+    let scratch = TempDir::new("rsec");
+    let d = scratch.path().display();
+    // Runs 0.4 s, fails; the second run succeeds.
+    let script = format!(
+        "date +%s%N >> {d}/starts; sleep 0.4; n=$(cat {d}/starts | wc -l); \
+         date +%s%N >> {d}/ends; [ $n -ge 2 ] && exit 0; exit 1"
+    );
+    let init = Init::start(&[(
+        "slow",
+        &svc(&sh(&script), "Restart = \"on-failure\"\nRestartSec = 1"),
+    )]);
+    let st = init.wait_state("slow", "inactive");
+    assert_eq!(st["restart_count"], json!(1), "{st}");
+    assert_eq!(st["restart_sec"], json!(1));
+    let nums = |f: &str| -> Vec<u128> {
+        read_file(&scratch.path().join(f))
+            .lines()
+            .map(|l| l.trim().parse().unwrap())
+            .collect()
+    };
+    let (starts, ends) = (nums("starts"), nums("ends"));
+    assert_eq!(starts.len(), 2, "{starts:?}");
+    let gap = (starts[1] - ends[0]) as f64 / 1e9;
+    // From the exit: at least RestartSec; from the start it would be ~0.6 s.
+    assert!(gap >= 0.95, "restarted {gap:.3}s after the exit");
+    assert!(gap < 4.0, "restarted {gap:.3}s after the exit");
+}
+
+#[test]
+fn exit_status_of_a_signal() {
+    let init = Init::start(&[
+        ("selfkill", &svc(&sh("kill -KILL $$"), "")),
+        ("victim", &svc("sleep 1000", "")),
+    ]);
+    let st = init.wait_state("selfkill", "failed");
+    assert_eq!(st["exit_status"], json!(137), "{st}");
+    assert_eq!(st["signal"], "SIGKILL", "{st}");
+    assert!(st["reason"].as_str().unwrap().contains("SIGKILL"), "{st}");
+
+    init.wait_state("victim", "running");
+    let pid = init.pid_of("victim").unwrap();
+    assert!(kill(pid, 15));
+    let st = init.wait_state("victim", "failed");
+    assert_eq!(st["exit_status"], json!(143), "{st}");
+    assert_eq!(st["signal"], "SIGTERM", "{st}");
+    assert_eq!(st["restart_count"], json!(0));
+}
+
+// ----- start limit -----------------------------------------------------------
+
+#[test]
+fn start_limit_fails_and_manual_start_clears_it() {
+    let scratch = TempDir::new("limit");
+    let flag = scratch.path().join("flag");
+    let script = format!("test -f {} && exec sleep 1000; exit 1", flag.display());
+    let init = Init::start(&[(
+        "crash",
+        &svc(&sh(&script), "Restart = \"always\"\nRestartSec = 0"),
+    )]);
+    let st = init.wait_state("crash", "failed");
+    let reason = st["reason"].as_str().unwrap_or("");
+    assert!(reason.contains("start limit"), "{st}");
+    // Default StartLimitBurst = 5: five starts, four of them restarts.
+    assert_eq!(st["restart_count"], json!(4), "{st}");
+    assert_eq!(st["exit_status"], json!(1));
+    // It stays failed.
+    std::thread::sleep(Duration::from_millis(300));
+    assert_eq!(init.state("crash"), "failed");
+
+    std::fs::write(&flag, "").unwrap();
+    let r = init.start_service("crash");
+    assert!(message(&r, "Success").contains("started"), "{r}");
+    let st = init.wait_state("crash", "running");
+    assert!(st["reason"].is_null(), "{st}");
+}
+
+#[test]
+fn manual_start_after_the_limit_gets_a_fresh_burst() {
+    let init = Init::start(&[(
+        "crash",
+        &svc("/bin/false", "Restart = \"always\"\nRestartSec = 0"),
+    )]);
+    init.wait_state("crash", "failed");
+    let r = init.start_service("crash");
+    assert!(
+        r.get("Success").is_some() || r.get("Error").is_some(),
+        "{r}"
+    );
+    // Five more starts, then failed again: 4 + 1 + 4 restarts.
+    let mut last = Value::Null;
+    let ok = wait_for(
+        || {
+            last = init.status("crash");
+            last["state"] == "failed" && last["restart_count"] == json!(8)
+        },
+        TIMEOUT,
+    );
+    assert!(ok, "{last}");
+}
+
+#[test]
+fn crash_loop_does_not_starve_the_control_socket() {
+    let init = Init::start(&[(
+        "loop",
+        &svc(
+            "/bin/true",
+            "Restart = \"always\"\nRestartSec = 0\nStartLimitBurst = 1000000",
+        ),
+    )]);
+    assert!(wait_for(
+        || init.status("loop")["restart_count"].as_u64().unwrap_or(0) > 20,
+        TIMEOUT
+    ));
+    let mut worst = Duration::ZERO;
+    for _ in 0..20 {
+        let t = Instant::now();
+        assert_eq!(init.request(r#""Ping""#), json!("Pong"));
+        worst = worst.max(t.elapsed());
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    assert!(worst < Duration::from_secs(1), "slowest ping {worst:?}");
+    let before = init.status("loop")["restart_count"].as_u64().unwrap();
+    assert!(wait_for(
+        || init.status("loop")["restart_count"].as_u64().unwrap() > before + 5,
+        TIMEOUT
+    ));
+    let r = init.stop_service("loop");
+    assert!(r.get("Success").is_some(), "{r}");
+    init.wait_state("loop", "inactive");
+}
+
+// ----- stopping -----------------------------------------------------------
+
+fn stop_kills_a_group_that_ignores_sigterm(env: Vec<(String, String)>) {
+    let init = Init::start_with(
+        &[(
+            "stubborn",
+            &svc(
+                &sh("trap \"\" TERM; sleep 1000 & sleep 1000 & wait"),
+                "TimeoutStopSec = 1\nRestart = \"always\"\nRestartSec = 0",
+            ),
+        )],
+        Opts {
+            env,
+            ..Opts::default()
+        },
+    );
+    init.wait_state("stubborn", "running");
+    let pid = init.pid_of("stubborn").unwrap();
+    assert!(wait_for(|| group_members(pid).len() == 3, TIMEOUT));
+    let members = group_members(pid);
+    let t = Instant::now();
+    let r = init.stop_service("stubborn");
+    let took = t.elapsed();
+    let msg = message(&r, "Success");
+    assert!(msg.contains("stopped"), "{r}");
+    assert!(
+        took >= Duration::from_millis(900),
+        "answered after {took:?}"
+    );
+    // The answer comes once it is down.
+    let st = init.status("stubborn");
+    assert_eq!(st["state"], "inactive", "{st}");
+    assert!(st["pid"].is_null());
+    assert_eq!(st["exit_status"], json!(137), "{st}");
+    for m in &members {
+        assert!(
+            wait_for(|| proc_state(*m).is_none(), TIMEOUT),
+            "{m} is still there: {:?}",
+            proc_state(*m)
+        );
+    }
+    // A manual stop suppresses Restart=always.
+    std::thread::sleep(Duration::from_millis(500));
+    let st = init.status("stubborn");
+    assert_eq!(st["state"], "inactive", "{st}");
+    assert_eq!(st["restart_count"], json!(0), "{st}");
+    let log = logs_text(&init, "stubborn");
+    assert!(log.contains("SIGKILL"), "{log}");
+}
+
+#[test]
+fn stop_sigkills_a_group_that_ignores_sigterm() {
+    stop_kills_a_group_that_ignores_sigterm(Vec::new());
+}
+
+#[test]
+fn stop_without_pidfd() {
+    stop_kills_a_group_that_ignores_sigterm(vec![("INIT_NO_PIDFD".into(), "1".into())]);
+}
+
+#[test]
+fn stop_sends_sigterm_to_the_whole_group() {
+    let scratch = TempDir::new("term");
+    let d = scratch.path().display();
+    // The child notes SIGTERM; the leader waits for it.
+    let script = format!(
+        "sh -c \"trap \\\"echo child >> {d}/got; exit 0\\\" TERM; while :; do sleep 0.05; done\" & \
+         trap \"echo leader >> {d}/got\" TERM; wait; wait"
+    );
+    let init = Init::start(&[("grp", &svc(&sh(&script), "TimeoutStopSec = 5"))]);
+    init.wait_state("grp", "running");
+    let pid = init.pid_of("grp").unwrap();
+    assert!(wait_for(|| group_members(pid).len() >= 2, TIMEOUT));
+    let t = Instant::now();
+    let r = init.stop_service("grp");
+    assert!(message(&r, "Success").contains("stopped"), "{r}");
+    assert!(t.elapsed() < Duration::from_secs(4), "{:?}", t.elapsed());
+    let got = read_file(&scratch.path().join("got"));
+    assert!(got.contains("child") && got.contains("leader"), "{got:?}");
+    let st = init.status("grp");
+    assert_eq!(st["state"], "inactive", "{st}");
+}
+
+#[test]
+fn stop_of_a_stopped_service_and_unknown_names() {
+    let init = Init::start(&[("one", &svc("/bin/true", ""))]);
+    init.wait_state("one", "inactive");
+    let r = init.stop_service("one");
+    assert!(message(&r, "Success").contains("not running"), "{r}");
+    let r = init.stop_service("nope");
+    assert!(message(&r, "Error").contains("not found"), "{r}");
+    let r = init.request(r#"{"ServiceStatus":{"name":"../etc/passwd"}}"#);
+    assert!(message(&r, "Error").contains("invalid service name"), "{r}");
+}
+
+#[test]
+fn restart_waits_for_the_old_process_and_gives_a_new_pid() {
+    let init = Init::start(&[(
+        "web",
+        &svc(
+            &sh("trap \"sleep 0.3; exit 0\" TERM; while :; do sleep 0.05; done"),
+            "TimeoutStopSec = 3",
+        ),
+    )]);
+    init.wait_state("web", "running");
+    let old = init.pid_of("web").unwrap();
+    let t = Instant::now();
+    let r = init.restart_service("web");
+    assert!(message(&r, "Success").contains("restarted"), "{r}");
+    assert!(
+        t.elapsed() >= Duration::from_millis(250),
+        "{:?}",
+        t.elapsed()
+    );
+    assert!(!pid_alive(old), "old process {old} still alive");
+    let st = init.status("web");
+    assert_eq!(st["state"], "running", "{st}");
+    let new = st["pid"].as_i64().unwrap() as i32;
+    assert_ne!(new, old);
+    assert!(pid_alive(new));
+    assert_eq!(st["exit_status"], json!(0), "{st}");
+    // Restart of a stopped service starts it.
+    let r = init.stop_service("web");
+    assert!(r.get("Success").is_some(), "{r}");
+    let r = init.restart_service("web");
+    assert!(message(&r, "Success").contains("restarted"), "{r}");
+    assert_eq!(init.state("web"), "running");
+}
+
+// ----- orphans ------------------------------------------------------------
+
+#[test]
+fn orphans_are_reaped_and_the_service_exit_is_still_reported() {
+    let scratch = TempDir::new("orph");
+    let f = scratch.path().join("orphan");
+    // The subshell exits at once, leaving `sleep 0.3` to init.
+    let script = format!(
+        "(sleep 0.3 & echo $! > {f}.tmp; mv {f}.tmp {f}); sleep 1; exit 3",
+        f = f.display()
+    );
+    let init = Init::start(&[("dbl", &svc(&sh(&script), ""))]);
+    assert!(wait_for(|| f.exists(), TIMEOUT));
+    let orphan: i32 = read_file(&f).trim().parse().unwrap();
+    // Reparented to init (the subreaper), then reaped, never left a zombie.
+    let ppid = proc_stat_fields(orphan).map(|f| f[1].clone());
+    if let Some(ppid) = ppid {
+        assert_eq!(ppid, init.pid.to_string(), "orphan not reparented to init");
+    }
+    assert!(
+        wait_for(|| proc_state(orphan).is_none(), TIMEOUT),
+        "orphan {orphan} left as {:?}",
+        proc_state(orphan)
+    );
+    let st = init.wait_state("dbl", "failed");
+    assert_eq!(st["exit_status"], json!(3), "{st}");
+    assert!(st["signal"].is_null());
+    // No zombie children of init at all.
+    for c in children_of(init.pid) {
+        assert_ne!(proc_state(c), Some('Z'), "zombie {c}");
+    }
+}
+
+#[test]
+fn an_escaped_orphan_is_reaped_after_the_service_is_gone() {
+    let scratch = TempDir::new("esc");
+    let f = scratch.path().join("orphan");
+    // setsid: a new session, so it escapes the group kill at the exit.
+    let script = format!(
+        "setsid sh -c \"echo \\$\\$ > {f}; sleep 0.5\" & sleep 0.2; exit 0",
+        f = f.display()
+    );
+    let init = Init::start(&[("esc", &svc(&sh(&script), ""))]);
+    let st = init.wait_state("esc", "inactive");
+    assert_eq!(st["exit_status"], json!(0), "{st}");
+    assert!(wait_for(|| runs(&f) > 0, TIMEOUT));
+    let orphan = runs(&f) as i32;
+    assert!(
+        wait_for(|| proc_state(orphan).is_none(), TIMEOUT),
+        "orphan {orphan} left as {:?}",
+        proc_state(orphan)
+    );
+    assert!(init
+        .stderr_text()
+        .contains(&format!("reaped orphan {orphan}")));
+}
+
+// ----- exec failures and invalid files ----------------------------------
+
+#[test]
+fn exec_failures_fail_the_service_with_the_reason() {
+    let scratch = TempDir::new("exec");
+    let noexec = scratch.path().join("script.sh");
+    std::fs::write(&noexec, "#!/bin/sh\nexit 0\n").unwrap();
+    let missing_dir = scratch.path().join("no-such-dir");
+    let init = Init::start(&[
+        ("missing", &svc("/nonexistent/binary --flag", "")),
+        (
+            "baddir",
+            &svc(
+                "/bin/true",
+                &format!(
+                    "WorkingDirectory = {}",
+                    toml_str(&missing_dir.display().to_string())
+                ),
+            ),
+        ),
+        ("noexec", &svc(&noexec.display().to_string(), "")),
+        ("fine", &svc("sleep 1000", "")),
+    ]);
+    let st = init.wait_state("missing", "failed");
+    assert!(
+        st["reason"].as_str().unwrap().contains("No such file"),
+        "{st}"
+    );
+    let st = init.wait_state("baddir", "failed");
+    let reason = st["reason"].as_str().unwrap();
+    assert!(reason.contains(&missing_dir.display().to_string()), "{st}");
+    let st = init.wait_state("noexec", "failed");
+    assert!(
+        st["reason"].as_str().unwrap().contains("Permission denied"),
+        "{st}"
+    );
+    init.wait_state("fine", "running");
+    // A manual start reports the failure.
+    let r = init.start_service("missing");
+    assert!(message(&r, "Error").contains("No such file"), "{r}");
+    assert!(logs_text(&init, "missing").contains("No such file"));
+}
+
+#[test]
+fn invalid_service_files_are_listed_and_others_run() {
+    let init = Init::start(&[
+        ("badtoml", "ExecStart = [\n"),
+        ("noexec", "Restart = \"no\"\n"),
+        (
+            "badrestart",
+            "ExecStart = \"/bin/true\"\nRestart = \"sometimes\"\n",
+        ),
+        ("bad..name", "ExecStart = \"/bin/true\"\n"),
+        ("good", "ExecStart = \"sleep 1000\"\n"),
+    ]);
+    init.wait_state("good", "running");
+    let list = init.list();
+    let state_of = |n: &str| {
+        list.iter()
+            .find(|s| s["name"] == n)
+            .unwrap_or_else(|| panic!("{n} not listed: {list:?}"))["state"]
+            .clone()
+    };
+    for n in ["badtoml", "noexec", "badrestart", "bad..name"] {
+        assert_eq!(state_of(n), "invalid", "{n}: {list:?}");
+    }
+    let reason = |n: &str| init.status(n)["reason"].as_str().unwrap_or("").to_string();
+    assert!(!reason("badtoml").is_empty());
+    assert!(
+        reason("noexec").contains("ExecStart"),
+        "{}",
+        reason("noexec")
+    );
+    assert!(
+        reason("badrestart").contains("sometimes"),
+        "{}",
+        reason("badrestart")
+    );
+    assert_eq!(init.status("badtoml")["state"], "invalid");
+    let r = init.start_service("noexec");
+    assert!(message(&r, "Error").contains("invalid"), "{r}");
+    // The bad name cannot be asked about, but init said why at load.
+    let err = init.stderr_text();
+    assert!(err.contains("bad..name") && err.contains("'..'"), "{err}");
+}
+
+// ----- the control protocol --------------------------------------------
+
+#[test]
+fn malformed_json_is_an_error_and_closes() {
     let init = Init::start(&[]);
-    assert_eq!(init.request(r#""Ping""#), serde_json::json!("Pong"));
+    let mut s = init.connect();
+    s.write_all(b"{nope\n").unwrap();
+    let line = read_line(&mut s).expect("an answer");
+    let v: Value = serde_json::from_str(&line).unwrap();
+    assert!(message(&v, "Error").starts_with("invalid request: "), "{v}");
+    let mut rest = Vec::new();
+    let _ = s.read_to_end(&mut rest);
+    assert!(rest.is_empty(), "{rest:?}");
+}
+
+#[test]
+fn json_that_is_not_a_request_keeps_the_connection() {
+    let init = Init::start(&[]);
+    let mut s = init.connect();
+    s.write_all(b"{\"Foo\":1}\n").unwrap();
+    let v: Value = serde_json::from_str(&read_line(&mut s).unwrap()).unwrap();
+    assert!(message(&v, "Error").starts_with("invalid request: "), "{v}");
+    s.write_all(b"\"Pingg\" 42\n").unwrap();
+    for _ in 0..2 {
+        let v: Value = serde_json::from_str(&read_line(&mut s).unwrap()).unwrap();
+        assert!(message(&v, "Error").starts_with("invalid request: "), "{v}");
+    }
+    s.write_all(b"\"Ping\"\n").unwrap();
+    assert_eq!(read_line(&mut s).unwrap(), "\"Pong\"");
+}
+
+#[test]
+fn oversized_requests_are_refused_and_closed() {
+    let init = Init::start(&[("a", &svc("sleep 1000", ""))]);
+    // Complete, but over 64 KiB.
+    for size in [70 * 1024, 1024 * 1024] {
+        let mut s = init.connect();
+        let body = format!(r#"{{"ServiceStatus":{{"name":"{}"}}}}"#, "a".repeat(size));
+        let writer = {
+            let mut w = s.try_clone().unwrap();
+            std::thread::spawn(move || {
+                let _ = w.write_all(body.as_bytes());
+                let _ = w.write_all(b"\n");
+            })
+        };
+        let line = read_line(&mut s).expect("an answer");
+        let v: Value = serde_json::from_str(&line).unwrap();
+        let text = v.to_string();
+        assert!(
+            message(&v, "Error").contains("too large"),
+            "{size}: {}",
+            &text[..text.len().min(300)]
+        );
+        let mut rest = Vec::new();
+        let _ = s.read_to_end(&mut rest);
+        assert!(rest.is_empty());
+        writer.join().unwrap();
+    }
+    assert_eq!(init.request(r#""Ping""#), json!("Pong"));
+}
+
+#[test]
+fn several_requests_on_one_connection() {
+    let init = Init::start(&[("a", &svc("sleep 1000", ""))]);
+    init.wait_state("a", "running");
+    let mut s = init.connect();
+    s.write_all(b"\"Ping\"\n\"ListServices\"{\"ServiceStatus\":{\"name\":\"a\"}}  \"Ping\"")
+        .unwrap();
+    assert_eq!(read_line(&mut s).unwrap(), "\"Pong\"");
+    let v: Value = serde_json::from_str(&read_line(&mut s).unwrap()).unwrap();
+    assert!(v["ServiceList"]["services"].is_array(), "{v}");
+    let v: Value = serde_json::from_str(&read_line(&mut s).unwrap()).unwrap();
+    assert_eq!(v["ServiceStatus"]["status"]["name"], "a", "{v}");
+    // The last one has no newline and no half-close: still answered.
+    assert_eq!(read_line(&mut s).unwrap(), "\"Pong\"");
+    // And the connection goes on.
+    s.write_all(b"\"SystemStatus\"\n").unwrap();
+    let v: Value = serde_json::from_str(&read_line(&mut s).unwrap()).unwrap();
+    assert_eq!(
+        v["SystemStatus"]["status"]["total_services"],
+        json!(1),
+        "{v}"
+    );
+}
+
+#[test]
+fn half_close_is_answered_then_closed() {
+    let init = Init::start(&[]);
+    let mut s = init.connect();
+    s.write_all(b"\"Ping\"").unwrap();
+    s.shutdown(std::net::Shutdown::Write).unwrap();
+    let mut all = String::new();
+    s.read_to_string(&mut all).unwrap();
+    assert_eq!(all, "\"Pong\"\n");
+    // The same with socat, as a shell user would do it.
+    let out = std::process::Command::new("sh")
+        .arg("-c")
+        .arg(format!(
+            "echo '\"Ping\"' | socat - UNIX-CONNECT:{}",
+            init.socket.display()
+        ))
+        .output();
+    if let Ok(out) = out {
+        if out.status.success() {
+            assert_eq!(String::from_utf8_lossy(&out.stdout), "\"Pong\"\n");
+        } else {
+            eprintln!(
+                "socat unavailable: {}",
+                String::from_utf8_lossy(&out.stderr)
+            );
+        }
+    }
+}
+
+#[test]
+fn a_silent_client_does_not_block_others() {
+    let init = Init::start(&[]);
+    let _silent = init.connect();
+    let mut partial = init.connect();
+    partial.write_all(b"{\"ServiceStatus\":{\"na").unwrap();
+    for _ in 0..5 {
+        let t = Instant::now();
+        assert_eq!(init.request(r#""Ping""#), json!("Pong"));
+        assert!(t.elapsed() < Duration::from_secs(1));
+    }
+    // The partial one finishes later and is answered.
+    partial.write_all(b"me\":\"zz\"}}").unwrap();
+    let v: Value = serde_json::from_str(&read_line(&mut partial).unwrap()).unwrap();
+    assert!(message(&v, "Error").contains("not found"), "{v}");
+}
+
+#[test]
+fn a_client_that_never_reads_cannot_grow_init() {
+    let files: Vec<(String, String)> = (0..20)
+        .map(|i| (format!("svc-{i:02}"), svc("/bin/true", "")))
+        .collect();
+    let refs: Vec<(&str, &str)> = files
+        .iter()
+        .map(|(a, b)| (a.as_str(), b.as_str()))
+        .collect();
+    let init = Init::start(&refs);
+    let rss0 = init.rss_kib();
+    let s = init.connect();
+    s.set_nonblocking(true).unwrap();
+    let mut hog = s;
+    let chunk = "\"ListServices\"\n".repeat(1000);
+    let mut sent = 0usize;
+    let mut blocked_since: Option<Instant> = None;
+    let t = Instant::now();
+    // Write until the kernel buffers are full and stay full for 1 s.
+    while t.elapsed() < Duration::from_secs(8) {
+        match hog.write(chunk.as_bytes()) {
+            Ok(n) => {
+                sent += n;
+                blocked_since = None;
+            }
+            Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => {
+                let since = *blocked_since.get_or_insert_with(Instant::now);
+                if since.elapsed() > Duration::from_secs(1) {
+                    break;
+                }
+                std::thread::sleep(Duration::from_millis(20));
+            }
+            Err(e) => panic!("write: {e}"),
+        }
+    }
+    assert!(blocked_since.is_some(), "init kept reading: {sent} bytes");
+    // Others are still served.
+    for _ in 0..3 {
+        let t = Instant::now();
+        assert_eq!(init.request(r#""Ping""#), json!("Pong"));
+        assert!(t.elapsed() < Duration::from_secs(1));
+    }
+    let rss = init.rss_kib();
+    assert!(
+        rss < 50 * 1024,
+        "init RSS {rss} KiB (was {rss0} KiB), {sent} bytes sent"
+    );
+    drop(hog);
+    assert_eq!(init.request(r#""Ping""#), json!("Pong"));
+}
+
+// ----- what a service inherits ------------------------------------------
+
+#[test]
+fn services_inherit_no_fds_and_a_clean_process_state() {
+    let init = Init::start(&[
+        ("fds", &svc("/bin/ls -l /proc/self/fd", "")),
+        ("idle", &svc("sleep 1000", "")),
+    ]);
+    // A few clients connected while it starts.
+    let _c1 = init.connect();
+    let st = init.wait_state("fds", "inactive");
+    assert_eq!(st["exit_status"], json!(0));
+    // `ls -l /proc/self/fd`: 0-2, plus the directory ls itself reads.
+    let mut fds = Vec::new();
+    assert!(wait_for(
+        || {
+            fds = init
+                .logs("fds", 100)
+                .iter()
+                .filter(|l| l.contains(" -> "))
+                .filter_map(|l| {
+                    let (left, target) = l.split_once(" -> ")?;
+                    let fd = left.split_whitespace().last()?.to_string();
+                    Some((fd, target.to_string()))
+                })
+                .collect();
+            fds.len() >= 4
+        },
+        TIMEOUT
+    ));
+    let names: Vec<&str> = fds.iter().map(|(f, _)| f.as_str()).collect();
+    assert_eq!(names, ["0", "1", "2", "3"], "{fds:?}");
+    assert_eq!(fds[0].1, "/dev/null");
+    assert!(
+        fds[1].1.starts_with("pipe:") && fds[2].1.starts_with("pipe:"),
+        "{fds:?}"
+    );
+    assert!(fds[3].1.starts_with("/proc/"), "{fds:?}");
+
+    init.wait_state("idle", "running");
+    let pid = init.pid_of("idle").unwrap();
+    let f = proc_stat_fields(pid).unwrap();
+    // Own session and process group.
+    assert_eq!(f[3], pid.to_string(), "session");
+    assert_eq!(f[2], pid.to_string(), "process group");
+    assert_eq!(f[1], init.pid.to_string(), "parent");
+    let blk = u64::from_str_radix(&proc_status_field(pid, "SigBlk").unwrap(), 16).unwrap();
+    assert_eq!(blk, 0, "blocked signals");
+    let ign = u64::from_str_radix(&proc_status_field(pid, "SigIgn").unwrap(), 16).unwrap();
+    for sig in [13, 15, 1, 2, 17] {
+        assert_eq!(ign & (1 << (sig - 1)), 0, "signal {sig} ignored: {ign:x}");
+    }
+    // stdin is /dev/null, stdout/stderr are pipes.
+    let link = |n: u32| {
+        std::fs::read_link(format!("/proc/{pid}/fd/{n}"))
+            .map(|p| p.display().to_string())
+            .unwrap_or_default()
+    };
+    assert_eq!(link(0), "/dev/null");
+    assert!(link(1).starts_with("pipe:"), "{}", link(1));
+    assert!(link(2).starts_with("pipe:"), "{}", link(2));
+    let entries = std::fs::read_dir(format!("/proc/{pid}/fd"))
+        .unwrap()
+        .count();
+    assert_eq!(entries, 3);
+}
+
+#[test]
+fn environment_and_quoting_reach_the_process() {
+    let init = Init::start_with(
+        &[
+            (
+                "env",
+                &svc(
+                    &sh("echo \"A=$A B=$B C=$C\""),
+                    "Environment = [\"B=svc\", \"C=x=y\"]",
+                ),
+            ),
+            ("quote", "ExecStart = '''/bin/sh -c 'echo \"a  b\"' '''\n"),
+            (
+                "args",
+                &svc("/bin/echo one \"two  three\" 'four $HOME' \\\"five", ""),
+            ),
+        ],
+        Opts {
+            extra_yaml: "environment:\n  A: global\n  B: global\n".into(),
+            ..Opts::default()
+        },
+    );
+    for n in ["env", "quote", "args"] {
+        init.wait_state(n, "inactive");
+    }
+    assert!(
+        wait_for(
+            || logs_text(&init, "env").contains("A=global B=svc C=x=y"),
+            TIMEOUT
+        ),
+        "{}",
+        logs_text(&init, "env")
+    );
+    assert!(
+        wait_for(|| logs_text(&init, "quote").contains("] a  b"), TIMEOUT),
+        "{}",
+        logs_text(&init, "quote")
+    );
+    assert!(
+        wait_for(
+            || logs_text(&init, "args").contains("] one two  three four $HOME \"five"),
+            TIMEOUT
+        ),
+        "{}",
+        logs_text(&init, "args")
+    );
+}
+
+// ----- shutdown, socket, argv, config ------------------------------------
+
+#[test]
+fn sigterm_stops_services_and_init_exits_zero() {
+    let mut init = Init::start(&[
+        ("a", &svc("sleep 1000", "Restart = \"always\"")),
+        (
+            "b",
+            &svc(
+                &sh("trap \"\" TERM; sleep 1000 & wait"),
+                "TimeoutStopSec = 1",
+            ),
+        ),
+    ]);
+    init.wait_state("a", "running");
+    init.wait_state("b", "running");
+    let pa = init.pid_of("a").unwrap();
+    let pb = init.pid_of("b").unwrap();
+    assert!(wait_for(|| group_members(pb).len() == 2, TIMEOUT));
+    let group = group_members(pb);
+    init.signal(15);
+    let code = init.wait_exit(Duration::from_secs(10));
+    assert_eq!(code, Some(Some(0)), "{}", init.stderr_text());
+    for p in [pa].into_iter().chain(group) {
+        assert!(
+            wait_for(|| !pid_alive(p), Duration::from_secs(2)),
+            "{p} survived"
+        );
+    }
+    assert!(init.stderr_text().contains("shutdown"));
+    // The socket is gone or refuses.
+    assert!(UnixStream::connect(&init.socket).is_err());
+}
+
+#[test]
+fn system_shutdown_is_answered_before_init_exits() {
+    let mut init = Init::start(&[("a", &svc("sleep 1000", ""))]);
+    init.wait_state("a", "running");
+    let pa = init.pid_of("a").unwrap();
+    let mut s = init.connect();
+    s.write_all(b"\"SystemShutdown\"\n").unwrap();
+    let v: Value = serde_json::from_str(&read_line(&mut s).unwrap()).unwrap();
+    assert!(message(&v, "Success").contains("shutting down"), "{v}");
+    assert_eq!(init.wait_exit(Duration::from_secs(10)), Some(Some(0)));
+    assert!(!pid_alive(pa));
+}
+
+#[test]
+fn socket_is_private_and_a_stale_one_is_replaced() {
+    use std::os::unix::fs::PermissionsExt;
+    let init = Init::start(&[]);
+    let mode = std::fs::metadata(&init.socket)
+        .unwrap()
+        .permissions()
+        .mode()
+        & 0o777;
+    assert_eq!(mode, 0o600, "{mode:o}");
+
+    // A stale socket file (its listener gone) at the path of a new init.
+    let dir = TempDir::new("stale");
+    let sock = dir.path().join("s.sock");
+    drop(std::os::unix::net::UnixListener::bind(&sock).unwrap());
+    assert!(UnixStream::connect(&sock).is_err());
+    let init2 = Init::start_with(
+        &[],
+        Opts {
+            socket: Some(sock.clone()),
+            ..Opts::default()
+        },
+    );
+    assert_eq!(init2.request(r#""Ping""#), json!("Pong"));
+    let mode = std::fs::metadata(&sock).unwrap().permissions().mode() & 0o777;
+    assert_eq!(mode, 0o600, "{mode:o}");
+}
+
+#[test]
+fn a_regular_file_at_the_socket_path_is_left_alone() {
+    let dir = TempDir::new("notsock");
+    let path = dir.path().join("s.sock");
+    std::fs::write(&path, "keep me").unwrap();
+    let init = Init::start_with(
+        &[("a", &svc("sleep 1000", ""))],
+        Opts {
+            socket: Some(path.clone()),
+            no_wait: true,
+            ..Opts::default()
+        },
+    );
+    assert!(
+        wait_for(|| init.stderr_text().contains("not a socket"), TIMEOUT),
+        "{}",
+        init.stderr_text()
+    );
+    assert_eq!(read_file(&path), "keep me");
+    // It still supervises.
+    assert!(wait_for(|| !children_of(init.pid).is_empty(), TIMEOUT));
+}
+
+#[test]
+fn help_version_and_unknown_words() {
+    for flag in ["-h", "--help"] {
+        let out = run_init(&[flag], &[]);
+        assert_eq!(out.status.code(), Some(0));
+        assert!(String::from_utf8_lossy(&out.stdout).contains("Usage: init"));
+    }
+    for flag in ["-V", "--version"] {
+        let out = run_init(&[flag], &[]);
+        assert_eq!(out.status.code(), Some(0));
+        let text = String::from_utf8_lossy(&out.stdout).to_string();
+        assert!(text.starts_with("init "), "{text}");
+    }
+    // Kernel-style leftovers are warned about, not fatal.
+    let init = Init::start_with(
+        &[("a", &svc("sleep 1000", ""))],
+        Opts {
+            args: vec!["quiet".into(), "console=ttyS0".into()],
+            ..Opts::default()
+        },
+    );
+    init.wait_state("a", "running");
+    let err = init.stderr_text();
+    assert!(err.contains("ignoring unknown argument \"quiet\""), "{err}");
+    assert!(err.contains("console=ttyS0"), "{err}");
+}
+
+/// A broken init.yaml: one error line naming the file and the line, then
+/// init carries on with the defaults (so its socket is /run/init.sock and
+/// its service dir /service: when root, run it in a private mount namespace
+/// with a tmpfs on /run so nothing real is touched).
+#[test]
+fn a_broken_config_is_one_error_and_init_keeps_running() {
+    let dir = TempDir::new("badcfg");
+    let cfg = dir.path().join("init.yaml");
+    std::fs::write(
+        &cfg,
+        "service_dir: /nowhere\nlog_dir: /nowhere/log\nmax_log_size: lots\n",
+    )
+    .unwrap();
+    let root = std::process::Command::new("id")
+        .arg("-u")
+        .output()
+        .map(|o| String::from_utf8_lossy(&o.stdout).trim() == "0")
+        .unwrap_or(false);
+    let log_existed = Path::new("/log").exists();
+    let err_path = dir.path().join("stderr");
+    let err = std::fs::File::create(&err_path).unwrap();
+    let mut cmd = if root {
+        let mut c = std::process::Command::new("unshare");
+        c.args(["--mount", "--propagation", "private", "sh", "-c"])
+            .arg("mount -t tmpfs none /run && exec \"$0\" \"$@\"")
+            .arg(init_bin());
+        c
+    } else {
+        std::process::Command::new(init_bin())
+    };
+    cmd.env("INIT_CONFIG", &cfg)
+        .stdin(std::process::Stdio::null())
+        .stdout(err.try_clone().unwrap())
+        .stderr(err);
+    let child = KillOnDrop(cmd.spawn().unwrap());
+    let text = || read_file(&err_path);
+    assert!(
+        wait_for(|| text().contains("service directory"), TIMEOUT),
+        "{}",
+        text()
+    );
+    let errors: Vec<String> = text()
+        .lines()
+        .filter(|l| l.contains(&cfg.display().to_string()))
+        .map(str::to_string)
+        .collect();
+    assert_eq!(errors.len(), 1, "{}", text());
+    assert!(errors[0].starts_with("init: error: "), "{}", errors[0]);
+    assert!(errors[0].contains("line 3"), "{}", errors[0]);
+    assert!(errors[0].contains("defaults"), "{}", errors[0]);
+    // The defaults apply: /service, not the file's /nowhere.
+    assert!(text().contains("/service"), "{}", text());
+    std::thread::sleep(Duration::from_millis(200));
+    let mut child = child;
+    assert!(
+        matches!(child.0.try_wait(), Ok(None)),
+        "init exited: {}",
+        text()
+    );
+    drop(child);
+    if root && !log_existed {
+        // Written by the defaults' log_dir; it was not there before.
+        let _ = std::fs::remove_dir_all("/log");
+    }
+}
+
+#[test]
+fn check_mode_reports_order_and_errors() {
+    let good = TempDir::new("chk-good");
+    let sd = good.path().join("s");
+    std::fs::create_dir_all(&sd).unwrap();
+    std::fs::write(
+        sd.join("web.service"),
+        "ExecStart = \"/bin/true\"\nAfter = [\"db\"]\n",
+    )
+    .unwrap();
+    std::fs::write(sd.join("db.service"), "ExecStart = \"/bin/true\"\n").unwrap();
+    std::fs::write(
+        sd.join("cache.service"),
+        "ExecStart = \"/bin/true\"\nBefore = [\"db\"]\n",
+    )
+    .unwrap();
+    let cfg = good.path().join("init.yaml");
+    std::fs::write(&cfg, format!("service_dir: {}\n", sd.display())).unwrap();
+    let out = run_init(&["--check", "-c", cfg.to_str().unwrap()], &[]);
+    let text = String::from_utf8_lossy(&out.stdout).to_string();
+    assert_eq!(out.status.code(), Some(0), "{text}");
+    let pos = |n: &str| {
+        text.find(&format!(". {n}\n"))
+            .unwrap_or_else(|| panic!("{n}: {text}"))
+    };
+    assert!(pos("cache") < pos("db") && pos("db") < pos("web"), "{text}");
+    assert!(text.contains("0 errors"), "{text}");
+
+    // A bad one: exit 1, the problem named with its file; nothing started.
+    std::fs::write(sd.join("broken.service"), "ExecStart = [\n").unwrap();
+    std::fs::write(
+        sd.join("needy.service"),
+        "ExecStart = \"/bin/true\"\nRequires = [\"ghost\"]\n",
+    )
+    .unwrap();
+    let out = run_init(&["--check"], &[("INIT_CONFIG", cfg.to_str().unwrap())]);
+    let text = String::from_utf8_lossy(&out.stdout).to_string();
+    assert_eq!(out.status.code(), Some(1), "{text}");
+    assert!(text.contains("broken (invalid)"), "{text}");
+    assert!(
+        text.contains("error: ") && text.contains("broken.service"),
+        "{text}"
+    );
+    assert!(text.contains("ghost"), "{text}");
+    assert!(text.contains("2 errors"), "{text}");
+    assert!(!good.path().join("log").exists());
+}
+
+struct KillOnDrop(std::process::Child);
+impl Drop for KillOnDrop {
+    fn drop(&mut self) {
+        kill(self.0.id() as i32, 15);
+        let t = Instant::now();
+        while t.elapsed() < Duration::from_secs(3) {
+            if let Ok(Some(_)) = self.0.try_wait() {
+                return;
+            }
+            std::thread::sleep(Duration::from_millis(20));
+        }
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
 }

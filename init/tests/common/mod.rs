@@ -61,6 +61,10 @@ pub struct Opts {
     pub env: Vec<(String, String)>,
     /// Don't wait for the socket to accept (for tests of broken start-ups).
     pub no_wait: bool,
+    /// Extra command-line words after `-c <config>`.
+    pub args: Vec<String>,
+    /// Use this control socket path instead of one in the temp dir.
+    pub socket: Option<PathBuf>,
 }
 
 /// A running init. Dropping it sends SIGTERM, then SIGKILL after 3 s, and
@@ -89,7 +93,10 @@ impl Init {
         let log_dir = dir.path().join("log");
         std::fs::create_dir_all(&service_dir).unwrap();
         std::fs::create_dir_all(&log_dir).unwrap();
-        let socket = dir.path().join("init.sock");
+        let socket = opts
+            .socket
+            .clone()
+            .unwrap_or_else(|| dir.path().join("init.sock"));
         let config = dir.path().join("init.yaml");
         for (name, text) in services {
             std::fs::write(service_dir.join(format!("{name}.service")), text).unwrap();
@@ -122,6 +129,7 @@ impl Init {
         let mut cmd = Command::new(init_bin());
         cmd.arg("-c")
             .arg(&self.config)
+            .args(&opts.args)
             .stdin(Stdio::null())
             .stdout(err.try_clone().unwrap())
             .stderr(err)
@@ -184,9 +192,7 @@ impl Init {
         let mut s = self.connect();
         s.write_all(json.as_bytes()).unwrap();
         s.write_all(b"\n").unwrap();
-        read_line(&mut s).unwrap_or_else(|| {
-            panic!("no response to {json}\n{}", self.stderr_text())
-        })
+        read_line(&mut s).unwrap_or_else(|| panic!("no response to {json}\n{}", self.stderr_text()))
     }
 
     /// `ServiceStatus` for `name`: the `status` object, or panics on Error.
@@ -200,7 +206,10 @@ impl Init {
 
     /// The `state` string of a service.
     pub fn state(&self, name: &str) -> String {
-        self.status(name)["state"].as_str().unwrap_or("").to_string()
+        self.status(name)["state"]
+            .as_str()
+            .unwrap_or("")
+            .to_string()
     }
 
     /// The running pid of a service, if any.
@@ -273,7 +282,10 @@ impl Init {
         if !cfg.exists() {
             std::fs::write(
                 &cfg,
-                format!("protocol: unix\nunix_socket_path: {}\n", self.socket.display()),
+                format!(
+                    "protocol: unix\nunix_socket_path: {}\n",
+                    self.socket.display()
+                ),
             )
             .unwrap();
         }
@@ -474,6 +486,12 @@ pub fn run_init(args: &[&str], env: &[(&str, &str)]) -> Output {
     cmd.output().expect("run init")
 }
 
+/// `/bin/sh -c '<script>'` as an ExecStart value (script must not hold `'`).
+pub fn sh(script: &str) -> String {
+    assert!(!script.contains('\''), "no single quotes in {script}");
+    format!("/bin/sh -c '{script}'")
+}
+
 /// Simple service file text: ExecStart plus extra `Key = value` lines.
 pub fn svc(exec: &str, extra: &str) -> String {
     format!("ExecStart = {}\n{extra}\n", toml_str(exec))
@@ -492,4 +510,29 @@ pub fn toml_str(s: &str) -> String {
     }
     out.push('"');
     out
+}
+
+impl Init {
+    /// Like `start_with`, but each entry is a full file name in the service
+    /// dir and its text, e.g. `("cache.service.disabled", text)`, so
+    /// disabled or oddly named files exist before init starts.
+    pub fn start_files(files: &[(&str, &str)], opts: Opts) -> Init {
+        let mut init = Self::start_with(
+            &[],
+            Opts {
+                no_wait: true,
+                ..opts.clone()
+            },
+        );
+        // That init saw an empty service dir: end it, write the files, start again.
+        if let Some(mut c) = init.child.take() {
+            let _ = c.kill();
+            let _ = c.wait();
+        }
+        for (file, text) in files {
+            std::fs::write(init.service_dir.join(file), text).unwrap();
+        }
+        init.spawn(&opts);
+        init
+    }
 }
