@@ -174,8 +174,23 @@ fn usage_errors() {
     assert!(usage_error("-s").contains("-s"));
 }
 
-/// A file in a fresh directory of its own.
-fn temp_file(name: &str, contents: Option<&str>) -> PathBuf {
+/// A file path in a fresh directory of its own, removed on drop.
+struct TempFile(PathBuf);
+
+impl std::ops::Deref for TempFile {
+    type Target = PathBuf;
+    fn deref(&self) -> &PathBuf {
+        &self.0
+    }
+}
+
+impl Drop for TempFile {
+    fn drop(&mut self) {
+        let _ = std::fs::remove_dir_all(self.0.parent().unwrap());
+    }
+}
+
+fn temp_file(name: &str, contents: Option<&str>) -> TempFile {
     let dir = std::env::temp_dir().join(format!("initctl-unit-{}-{name}", std::process::id()));
     let _ = std::fs::remove_dir_all(&dir);
     std::fs::create_dir_all(&dir).unwrap();
@@ -183,7 +198,7 @@ fn temp_file(name: &str, contents: Option<&str>) -> PathBuf {
     if let Some(contents) = contents {
         std::fs::write(&path, contents).unwrap();
     }
-    path
+    TempFile(path)
 }
 
 fn env_of(pairs: &[(&str, &str)]) -> impl Fn(&str) -> Option<String> {
@@ -230,7 +245,7 @@ fn invalid_config_is_an_error_naming_the_file() {
     }
     // A directory where the file should be: unreadable, also named.
     let dir = temp_file("isdir", None);
-    std::fs::create_dir_all(&dir).unwrap();
+    std::fs::create_dir_all(&*dir).unwrap();
     let err = load_config(&dir).unwrap_err();
     assert!(err.contains(&dir.display().to_string()), "{err}");
 }
