@@ -166,8 +166,8 @@ impl Machine {
                     }
                 }
             }
-            (Running, Event::Stop) | (Running, Event::Restart) => {
-                self.start_after_stop = false;
+            (Running, ev @ (Event::Stop | Event::Restart)) => {
+                self.start_after_stop = ev == Event::Restart;
                 self.state = Stopping;
                 self.deadline = Some(now + Duration::from_secs(p.timeout_stop_sec));
                 Action::Term
