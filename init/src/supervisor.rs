@@ -1670,6 +1670,12 @@ fn bind_unix(path: &Path) -> std::io::Result<mio::net::UnixListener> {
     use std::os::unix::fs::FileTypeExt;
     if let Ok(meta) = std::fs::symlink_metadata(path) {
         if meta.file_type().is_socket() {
+            if socket_is_live(path) {
+                return Err(std::io::Error::new(
+                    std::io::ErrorKind::AddrInUse,
+                    "another process is listening on it; not replacing it",
+                ));
+            }
             std::fs::remove_file(path)?;
         } else {
             return Err(std::io::Error::new(
@@ -1685,6 +1691,27 @@ fn bind_unix(path: &Path) -> std::io::Result<mio::net::UnixListener> {
     let l = mio::net::UnixListener::bind(path);
     nix::sys::stat::umask(old);
     l
+}
+
+/// Does something accept connections on the socket file at `path`? A
+/// non-blocking connect: refused means stale; a full backlog means live.
+fn socket_is_live(path: &Path) -> bool {
+    use nix::sys::socket::{connect, socket, AddressFamily, SockFlag, SockType, UnixAddr};
+    let Ok(addr) = UnixAddr::new(path) else {
+        return false;
+    };
+    let Ok(fd) = socket(
+        AddressFamily::Unix,
+        SockType::Stream,
+        SockFlag::SOCK_NONBLOCK | SockFlag::SOCK_CLOEXEC,
+        None,
+    ) else {
+        return false;
+    };
+    match connect(fd.as_raw_fd(), &addr) {
+        Ok(()) => true,
+        Err(e) => e == nix::errno::Errno::EAGAIN || e == nix::errno::Errno::EINPROGRESS,
+    }
 }
 
 trait AsFdRaw {

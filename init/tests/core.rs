@@ -902,6 +902,27 @@ fn socket_is_private_and_a_stale_one_is_replaced() {
 }
 
 #[test]
+fn a_live_socket_is_not_stolen_by_a_second_init() {
+    let first = Init::start(&[]);
+    let second = Init::start_with(
+        &[("a", &svc("sleep 1000", ""))],
+        Opts {
+            socket: Some(first.socket.clone()),
+            no_wait: true,
+            ..Opts::default()
+        },
+    );
+    assert!(
+        wait_for(|| second.stderr_text().contains("listening on it"), TIMEOUT),
+        "{}",
+        second.stderr_text()
+    );
+    // The first still owns its socket.
+    assert_eq!(first.request(r#""Ping""#), json!("Pong"));
+    assert_eq!(first.list().len(), 0);
+}
+
+#[test]
 fn a_regular_file_at_the_socket_path_is_left_alone() {
     let dir = TempDir::new("notsock");
     let path = dir.path().join("s.sock");
@@ -1079,4 +1100,35 @@ impl Drop for KillOnDrop {
         let _ = self.0.kill();
         let _ = self.0.wait();
     }
+}
+
+/// `initctl` against a live init, where its binary was built (it is built
+/// with the workspace, not by `cargo test -p init`).
+#[test]
+fn initctl_drives_a_service() {
+    if !initctl_bin().exists() {
+        eprintln!("skipped: {} not built", initctl_bin().display());
+        return;
+    }
+    let init = Init::start(&[(
+        "web",
+        &svc("sleep 1000", "Restart = \"always\"\nTimeoutStopSec = 1"),
+    )]);
+    init.wait_state("web", "running");
+    let out = init.initctl(&["ping"]);
+    assert_eq!(out.status.code(), Some(0), "{out:?}");
+    let out = init.initctl(&["stop", "web"]);
+    assert_eq!(out.status.code(), Some(0), "{out:?}");
+    assert_eq!(init.state("web"), "inactive");
+    let out = init.initctl(&["status", "web"]);
+    assert_eq!(out.status.code(), Some(3), "{out:?}");
+    let out = init.initctl(&["start", "web"]);
+    assert_eq!(out.status.code(), Some(0), "{out:?}");
+    let out = init.initctl(&["status", "web"]);
+    assert_eq!(out.status.code(), Some(0), "{out:?}");
+    let out = init.initctl(&["status", "nope"]);
+    assert_eq!(out.status.code(), Some(1), "{out:?}");
+    let out = init.initctl(&["--json", "list"]);
+    let v: Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert_eq!(v["ServiceList"]["services"][0]["name"], "web", "{v}");
 }
