@@ -5,12 +5,15 @@ use std::cell::RefCell;
 use std::fmt::Arguments;
 use std::io::Write;
 
+/// Where init's messages go besides stderr.
+type Sink = Box<dyn FnMut(&str)>;
+
 thread_local! {
-    static SINK: RefCell<Option<Box<dyn FnMut(&str)>>> = const { RefCell::new(None) };
+    static SINK: RefCell<Option<Sink>> = const { RefCell::new(None) };
 }
 
 /// Route every later message also to `sink` (init.log).
-pub fn set_sink(sink: Box<dyn FnMut(&str)>) {
+pub fn set_sink(sink: Sink) {
     SINK.with(|s| *s.borrow_mut() = Some(sink));
 }
 
