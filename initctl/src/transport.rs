@@ -110,6 +110,24 @@ fn connect_vsock(cid: u32, port: u32, timeout: Duration) -> io::Result<VsockStre
         SockFlag::SOCK_CLOEXEC | SockFlag::SOCK_NONBLOCK,
         None,
     )?;
+    // The kernel gives up on a VSOCK connect after 2 s unless told
+    // otherwise (SO_VM_SOCKETS_CONNECT_TIMEOUT = 6): give it the whole
+    // --timeout. Best effort.
+    let tv = nix::libc::timeval {
+        tv_sec: nix::libc::time_t::try_from(timeout.as_secs().max(1))
+            .unwrap_or(nix::libc::time_t::MAX),
+        tv_usec: 0,
+    };
+    // SAFETY: setsockopt with a properly sized timeval on our own socket.
+    unsafe {
+        nix::libc::setsockopt(
+            fd.as_raw_fd(),
+            nix::libc::AF_VSOCK,
+            6,
+            (&tv as *const nix::libc::timeval).cast(),
+            std::mem::size_of::<nix::libc::timeval>() as nix::libc::socklen_t,
+        )
+    };
     match connect(fd.as_raw_fd(), &VsockAddr::new(cid, port)) {
         Ok(()) => {}
         Err(Errno::EINPROGRESS) => {
