@@ -151,7 +151,6 @@ impl ServiceLog {
     /// Like [`feed`](Self::feed) for when nobody follows this log: the
     /// formatted lines are not handed back, which saves one allocation per
     /// line. (A "resumed" line is not handed back either.)
-    #[allow(dead_code)] // for the reactor to use when a log has no follower
     pub fn feed_unfollowed(&mut self, s: &LogSettings, stream: Stream, bytes: &[u8]) {
         self.feed_inner(s, stream, bytes, None);
     }

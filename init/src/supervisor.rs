@@ -421,7 +421,13 @@ impl Supervisor {
 
     fn requirements(&mut self, id: usize, pull_in: bool) -> Req {
         let mut wait = Vec::new();
-        for r in self.required_ids(id) {
+        let reqs = self.required_ids(id);
+        if reqs.is_empty() {
+            return Req::Ready;
+        }
+        // What requires this one: a requirement among them is a Requires cycle.
+        let behind = self.dependents(id);
+        for r in reqs {
             let rid = match r {
                 Ok(rid) => rid,
                 Err(name) => {
@@ -437,6 +443,11 @@ impl Supervisor {
             }
             if !rs.enabled() && !rs.m.state.active() {
                 return Req::Failed(format!("required service '{name}' is disabled"));
+            }
+            // A Requires cycle (it requires us, maybe through others): the
+            // cycle was warned about at load; start without waiting for it.
+            if behind.contains(&rid) {
+                continue;
             }
             if rs.m.state == State::Inactive && pull_in {
                 self.start(rid, false);
@@ -649,6 +660,7 @@ impl Supervisor {
         let mut total = 0;
         let mut out = Vec::new();
         let stream = if k == 1 { Out::Stdout } else { Out::Stderr };
+        let followed = self.conns.values().any(|c| c.follow == Some(id));
         loop {
             let Some(s) = self.services.get_mut(&id) else {
                 return;
@@ -664,12 +676,12 @@ impl Supervisor {
                     return;
                 }
                 Ok(n) => {
-                    s.log.feed(
-                        &self.logset,
-                        stream,
-                        buf.get(..n).unwrap_or_default(),
-                        &mut out,
-                    );
+                    let bytes = buf.get(..n).unwrap_or_default();
+                    if followed {
+                        s.log.feed(&self.logset, stream, bytes, &mut out);
+                    } else {
+                        s.log.feed_unfollowed(&self.logset, stream, bytes);
+                    }
                     total += n;
                     if total >= READ_BUDGET {
                         self.backlog.insert(svc_token(id, k));
@@ -1403,17 +1415,28 @@ impl Supervisor {
         let on = unit::unit_path(&dir, name, true);
         let off = unit::unit_path(&dir, name, false);
         let mut msg;
+        // `ServiceEnable = false` in the file on disk keeps it disabled
+        // whatever the file is called: refuse before renaming anything.
+        let file = if on.exists() { &on } else { &off };
+        let turned_off = std::fs::read_to_string(file)
+            .ok()
+            .and_then(|t| unit::parse(&t).ok())
+            .is_some_and(|(d, _)| !d.service_enable);
+        if turned_off {
+            let then = if file == &on {
+                "run 'initctl reload'".to_string()
+            } else {
+                format!("run 'initctl enable {name}'")
+            };
+            return Response::err(format!(
+                "Service '{name}' is disabled by 'ServiceEnable = false' in {}; set it to true, then {then}",
+                file.display()
+            ));
+        }
         if on.exists() {
-            let id = self.id_of(name);
-            let turned_off = id
-                .and_then(|id| self.services.get(&id))
-                .and_then(|s| s.def.as_ref())
-                .is_some_and(|d| !d.service_enable);
-            if turned_off {
-                return Response::err(format!(
-                    "Service '{name}' is disabled by 'ServiceEnable = false' in {}; set it to true and run 'initctl reload'",
-                    on.display()
-                ));
+            if self.id_of(name).is_none() {
+                // A file init has not loaded yet.
+                self.reload_one(name, &on);
             }
             msg = format!("Service '{name}' is already enabled");
         } else if off.exists() {
@@ -1580,11 +1603,23 @@ impl Supervisor {
             let name = u.name.clone();
             let path = u.path.display().to_string();
             match self.id_of(&name) {
-                Some(id) => match self.update_service(id, u) {
-                    Ok(true) => changed.push(name),
-                    Ok(false) => {}
-                    Err(e) => errors.push(format!("{path}: {e}")),
-                },
+                Some(id) => {
+                    // Invalid since it was loaded and never run: once fixed it
+                    // is as good as new, and starts if enabled.
+                    let fixed = self.services.get(&id).is_some_and(|s| {
+                        s.def.is_none() && s.m.state == State::Inactive && s.m.last_exit.is_none()
+                    });
+                    match self.update_service(id, u) {
+                        Ok(true) => {
+                            if fixed {
+                                new_ids.push(id);
+                            }
+                            changed.push(name)
+                        }
+                        Ok(false) => {}
+                        Err(e) => errors.push(format!("{path}: {e}")),
+                    }
+                }
                 None => {
                     if let Err(e) = &u.def {
                         errors.push(format!("{path}: {e}"));
