@@ -82,7 +82,19 @@ fn policy_matrix(env: Vec<(String, String)>) {
         },
     );
     for (name, policy, code, state, n) in cases {
-        let st = init.wait_state(name, state);
+        // A restarted one is "running" on every run: wait for the third.
+        let counter = scratch.path().join(name);
+        let mut st = Value::Null;
+        let ok = wait_for(
+            || {
+                st = init.status(name);
+                st["state"] == state
+                    && runs(&counter) == n
+                    && st["pid"].is_null() != (state == "running")
+            },
+            TIMEOUT,
+        );
+        assert!(ok, "{name}: {st}");
         assert_eq!(st["restart_policy"], policy, "{st}");
         assert_eq!(st["exit_status"], json!(code), "{name}: {st}");
         assert_eq!(st["restart_count"], json!(n - 1), "{name}: {st}");
@@ -323,13 +335,16 @@ fn stop_sends_sigterm_to_the_whole_group() {
     let d = scratch.path().display();
     // The child notes SIGTERM; the leader waits for it.
     let script = format!(
-        "sh -c \"trap \\\"echo child >> {d}/got; exit 0\\\" TERM; while :; do sleep 0.05; done\" & \
-         trap \"echo leader >> {d}/got\" TERM; wait; wait"
+        "trap \"echo leader >> {d}/got\" TERM; \
+         sh -c \"trap \\\"echo child >> {d}/got; exit 0\\\" TERM; echo x > {d}/ready; \
+         while :; do sleep 0.05; done\" & wait; wait"
     );
     let init = Init::start(&[("grp", &svc(&sh(&script), "TimeoutStopSec = 5"))]);
     init.wait_state("grp", "running");
     let pid = init.pid_of("grp").unwrap();
     assert!(wait_for(|| group_members(pid).len() >= 2, TIMEOUT));
+    // Both traps are set once the child wrote this.
+    assert!(wait_for(|| scratch.path().join("ready").exists(), TIMEOUT));
     let t = Instant::now();
     let r = init.stop_service("grp");
     assert!(message(&r, "Success").contains("stopped"), "{r}");
@@ -354,14 +369,21 @@ fn stop_of_a_stopped_service_and_unknown_names() {
 
 #[test]
 fn restart_waits_for_the_old_process_and_gives_a_new_pid() {
+    let scratch = TempDir::new("rst");
+    let ready = scratch.path().join("ready");
     let init = Init::start(&[(
         "web",
         &svc(
-            &sh("trap \"sleep 0.3; exit 0\" TERM; while :; do sleep 0.05; done"),
+            &sh(&format!(
+                "trap \"sleep 0.3; exit 0\" TERM; echo $$ >> {}; while :; do sleep 0.05; done",
+                ready.display()
+            )),
             "TimeoutStopSec = 3",
         ),
     )]);
     init.wait_state("web", "running");
+    // The trap is set once the script wrote its pid.
+    assert!(wait_for(|| !read_file(&ready).is_empty(), TIMEOUT));
     let old = init.pid_of("web").unwrap();
     let t = Instant::now();
     let r = init.restart_service("web");
@@ -401,10 +423,20 @@ fn orphans_are_reaped_and_the_service_exit_is_still_reported() {
     assert!(wait_for(|| f.exists(), TIMEOUT));
     let orphan: i32 = read_file(&f).trim().parse().unwrap();
     // Reparented to init (the subreaper), then reaped, never left a zombie.
-    let ppid = proc_stat_fields(orphan).map(|f| f[1].clone());
-    if let Some(ppid) = ppid {
-        assert_eq!(ppid, init.pid.to_string(), "orphan not reparented to init");
-    }
+    let mut seen_ppid = None;
+    assert!(
+        wait_for(
+            || match proc_stat_fields(orphan) {
+                None => true, // already gone (and reaped: checked below)
+                Some(f) => {
+                    seen_ppid = Some(f[1].clone());
+                    f[1] == init.pid.to_string()
+                }
+            },
+            TIMEOUT
+        ),
+        "orphan not reparented to init: parent {seen_ppid:?}"
+    );
     assert!(
         wait_for(|| proc_state(orphan).is_none(), TIMEOUT),
         "orphan {orphan} left as {:?}",

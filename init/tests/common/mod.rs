@@ -65,6 +65,10 @@ pub struct Opts {
     pub args: Vec<String>,
     /// Use this control socket path instead of one in the temp dir.
     pub socket: Option<PathBuf>,
+    /// Run init under this command, e.g. `["unshare", "--pid", "--fork",
+    /// "--mount-proc"]`; `Init::pid` is then the wrapper's pid and
+    /// `Init::init_pid()` init's own (host) pid, its only child.
+    pub wrapper: Vec<String>,
 }
 
 /// A running init. Dropping it sends SIGTERM, then SIGKILL after 3 s, and
@@ -79,6 +83,8 @@ pub struct Init {
     pub log_dir: PathBuf,
     pub config: PathBuf,
     pub stderr_path: PathBuf,
+    /// Started under `Opts::wrapper`.
+    pub wrapped: bool,
 }
 
 impl Init {
@@ -119,6 +125,7 @@ impl Init {
             log_dir,
             config,
             stderr_path,
+            wrapped: false,
         };
         init.spawn(&opts);
         init
@@ -126,7 +133,15 @@ impl Init {
 
     fn spawn(&mut self, opts: &Opts) {
         let err = std::fs::File::create(&self.stderr_path).unwrap();
-        let mut cmd = Command::new(init_bin());
+        self.wrapped = !opts.wrapper.is_empty();
+        let mut cmd = match opts.wrapper.split_first() {
+            Some((prog, rest)) => {
+                let mut c = Command::new(prog);
+                c.args(rest).arg(init_bin());
+                c
+            }
+            None => Command::new(init_bin()),
+        };
         cmd.arg("-c")
             .arg(&self.config)
             .args(&opts.args)
@@ -330,14 +345,38 @@ impl Init {
     }
 }
 
+impl Init {
+    /// init's own pid (host view): `pid`, or the wrapper's child.
+    pub fn init_pid(&self) -> i32 {
+        if !self.wrapped {
+            return self.pid;
+        }
+        let mut inner = None;
+        wait_for(
+            || {
+                inner = children_of(self.pid).first().copied();
+                inner.is_some()
+            },
+            TIMEOUT,
+        );
+        inner.unwrap_or_else(|| panic!("no child of wrapper {}", self.pid))
+    }
+}
+
 impl Drop for Init {
     fn drop(&mut self) {
         let Some(mut child) = self.child.take() else {
             return;
         };
         let kids = children_of(self.pid);
+        // A wrapper (unshare) may ignore SIGTERM: tell init itself.
+        let target = if self.wrapped {
+            kids.first().copied().unwrap_or(self.pid)
+        } else {
+            self.pid
+        };
         unsafe {
-            libc_kill(self.pid, 15);
+            libc_kill(target, 15);
         }
         let deadline = Instant::now() + Duration::from_secs(3);
         loop {
