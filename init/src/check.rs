@@ -69,12 +69,16 @@ pub fn run(path: &Path) -> i32 {
         });
     }
     let order = graph::order(&nodes);
-    warnings.extend(
-        order
-            .warnings
-            .iter()
-            .map(|w| format!("{}/{w}", cfg.service_dir)),
-    );
+    // "owner: After names unknown service 'x'": name the owner's file.
+    warnings.extend(order.warnings.iter().map(|w| {
+        match w
+            .split_once(": ")
+            .and_then(|(owner, rest)| Some((units.iter().find(|u| u.name == owner)?, rest)))
+        {
+            Some((u, rest)) => format!("{}: {rest}", u.path.display()),
+            None => w.clone(),
+        }
+    }));
     for c in &order.cycles {
         errors.push(format!("dependency cycle: {c}"));
     }
