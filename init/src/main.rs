@@ -48,7 +48,6 @@ Options:
 ";
 
 #[cfg(not(test))]
-#[cfg(not(test))]
 #[no_mangle]
 pub extern "C" fn main(_argc: i32, _argv: *const *const u8) -> i32 {
     boot::ensure_stdio();
