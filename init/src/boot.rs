@@ -10,7 +10,7 @@
 //! filesystems, the NSM driver, the heartbeat, the root switch, and the
 //! filesystems again inside the new root.
 
-use crate::sys::is_pid1;
+use crate::sys::{self, is_pid1};
 use crate::{error, info, warn};
 use nix::errno::Errno;
 use nix::libc;
@@ -20,7 +20,6 @@ use nix::sys::socket::{
     connect, getsockopt, socket, sockopt, AddressFamily, SockFlag, SockType, VsockAddr,
 };
 use shared::config::{HeartbeatConfig, InitConfig};
-use std::ffi::CStr;
 use std::os::fd::{AsFd, AsRawFd, OwnedFd};
 use std::os::unix::fs::DirBuilderExt;
 use std::path::Path;
@@ -35,12 +34,6 @@ const HEARTBEAT_ATTEMPT_TIMEOUT: Duration = Duration::from_secs(10);
 /// all, well inside the 90 s the host waits.
 const HEARTBEAT_ATTEMPTS: u32 = 3;
 const HEARTBEAT_PAUSE: Duration = Duration::from_secs(1);
-
-/// finit_module(2) flag: the file is compressed and the kernel should
-/// decompress it (Linux 5.17+, with CONFIG_MODULE_DECOMPRESS).
-const MODULE_INIT_COMPRESSED_FILE: libc::c_long = 4;
-/// `setsockopt(AF_VSOCK, SO_VM_SOCKETS_CONNECT_TIMEOUT)`, struct timeval.
-const SO_VM_SOCKETS_CONNECT_TIMEOUT: libc::c_int = 6;
 
 /// nodev, nosuid, noexec: what AWS's init mounts proc, sysfs and tmpfs with.
 const NO_DEV_SUID_EXEC: MsFlags = MsFlags::MS_NODEV
@@ -118,28 +111,6 @@ static STDIO_STANDIN: AtomicU8 = AtomicU8::new(0);
 
 // ---------------------------------------------------------------- stdio
 
-fn fd_open(fd: libc::c_int) -> bool {
-    // SAFETY: F_GETFD only queries the descriptor table.
-    unsafe { libc::fcntl(fd, libc::F_GETFD) != -1 }
-}
-
-/// Open `path` and make it descriptor `fd`. Raw calls only, no allocation.
-fn open_onto(fd: libc::c_int, path: &CStr, flags: libc::c_int) -> bool {
-    // SAFETY: plain syscalls on NUL-terminated paths and integers.
-    unsafe {
-        let new = libc::open(path.as_ptr(), flags | libc::O_NOCTTY);
-        if new < 0 {
-            return false;
-        }
-        if new == fd {
-            return true;
-        }
-        let ok = libc::dup2(new, fd) == fd;
-        libc::close(new);
-        ok
-    }
-}
-
 /// Make sure fds 0-2 are open before anything may use them: an init started
 /// by the kernel without /dev/console has them closed, and the first file
 /// init opened would otherwise become its stderr. Tries /dev/console, then
@@ -151,13 +122,13 @@ pub fn ensure_stdio() {
     for round in 0..2 {
         let mut missing = false;
         for fd in 0..3 {
-            if fd_open(fd) && standin & (1 << fd) == 0 {
+            if sys::fd_is_open(fd) && standin & (1 << fd) == 0 {
                 continue;
             }
             STDIO_WAS_CLOSED.store(true, Ordering::Relaxed);
-            if open_onto(fd, c"/dev/console", libc::O_RDWR) {
+            if sys::open_onto(fd, c"/dev/console", libc::O_RDWR) {
                 standin &= !(1 << fd);
-            } else if open_onto(fd, c"/dev/null", libc::O_RDWR) {
+            } else if sys::open_onto(fd, c"/dev/null", libc::O_RDWR) {
                 standin |= 1 << fd;
             } else {
                 missing = true;
@@ -168,22 +139,12 @@ pub fn ensure_stdio() {
         }
         // No console: as PID 1, /dev is probably empty. Mount it and retry.
         STDIO_MOUNTED_DEV.store(true, Ordering::Relaxed);
-        // SAFETY: mkdir and mount with constant NUL-terminated strings.
-        unsafe {
-            libc::mkdir(c"/dev".as_ptr(), 0o755);
-            libc::mount(
-                c"dev".as_ptr(),
-                c"/dev".as_ptr(),
-                c"devtmpfs".as_ptr(),
-                libc::MS_NOSUID | libc::MS_NOEXEC,
-                std::ptr::null(),
-            );
-        }
+        sys::mount_devtmpfs_raw();
     }
     for fd in 0..3 {
-        if !fd_open(fd) {
+        if !sys::fd_is_open(fd) {
             standin |= 1 << fd;
-            open_onto(fd, c"/", libc::O_PATH | libc::O_DIRECTORY);
+            sys::open_onto(fd, c"/", libc::O_PATH | libc::O_DIRECTORY);
         }
     }
     STDIO_STANDIN.store(standin, Ordering::Relaxed);
@@ -213,25 +174,13 @@ fn attach_console() {
     if standin == 0 {
         return;
     }
-    // SAFETY: open with a constant path; the result is checked.
-    let console = unsafe {
-        libc::open(
-            c"/dev/console".as_ptr(),
-            libc::O_RDWR | libc::O_NOCTTY | libc::O_CLOEXEC,
-        )
-    };
-    if console < 0 {
-        let e = Errno::last();
-        warn!("stdio: cannot open /dev/console: {e}; stdio stays on stand-ins");
-        return;
-    }
     for fd in (0..3).filter(|fd| standin & (1 << fd) != 0) {
-        // SAFETY: dup2 between descriptors we own; console > 2 because 0-2
-        // are open (ensure_stdio ran first).
-        unsafe { libc::dup2(console, fd) };
+        if !sys::open_onto(fd, c"/dev/console", libc::O_RDWR) {
+            let e = Errno::last();
+            warn!("stdio: cannot open /dev/console: {e}; stdio stays on stand-ins");
+            return;
+        }
     }
-    // SAFETY: closing the descriptor opened above.
-    unsafe { libc::close(console) };
     STDIO_STANDIN.store(0, Ordering::Relaxed);
     info!("stdio: attached to /dev/console");
 }
@@ -411,32 +360,25 @@ fn load_driver(path: &str) {
     };
     let compressed = [".xz", ".gz", ".zst"].iter().any(|s| path.ends_with(s));
     let flags = if compressed {
-        MODULE_INIT_COMPRESSED_FILE
+        sys::MODULE_INIT_COMPRESSED_FILE
     } else {
         0
     };
-    // SAFETY: finit_module with an open fd, an empty parameter string and
-    // integer flags.
-    let rc = unsafe {
-        libc::syscall(
-            libc::SYS_finit_module,
-            file.as_raw_fd(),
-            c"".as_ptr(),
-            flags,
-        )
-    };
-    let err = Errno::last();
+    let rc = sys::finit_module(&file, flags);
     drop(file);
-    if rc == 0 {
-        info!("NSM driver {path}: loaded");
-    } else if err == Errno::EEXIST {
-        info!("NSM driver {path}: already loaded");
+    if let Err(err) = rc.as_ref() {
+        let err = *err;
+        if err == Errno::EEXIST {
+            info!("NSM driver {path}: already loaded");
+        } else {
+            error!(
+                "NSM driver {path}: finit_module failed: {err}{}",
+                module_hint(err, compressed)
+            );
+            return;
+        }
     } else {
-        error!(
-            "NSM driver {path}: finit_module failed: {err}{}",
-            module_hint(err, compressed)
-        );
-        return;
+        info!("NSM driver {path}: loaded");
     }
     if let Err(e) = std::fs::remove_file(path) {
         warn!("NSM driver {path}: loaded, but cannot unlink it: {e}");
@@ -477,20 +419,7 @@ fn heartbeat_once(cid: u32, port: u32, budget: Duration) -> Result<(), String> {
     })?;
     // The kernel's own connect timeout (2 s by default) would cut a slow
     // connect short; give it the whole budget. Best effort.
-    let tv = libc::timeval {
-        tv_sec: libc::time_t::try_from(budget.as_secs()).unwrap_or(10),
-        tv_usec: 0,
-    };
-    // SAFETY: setsockopt with a properly sized timeval on our socket.
-    unsafe {
-        libc::setsockopt(
-            fd.as_raw_fd(),
-            libc::AF_VSOCK,
-            SO_VM_SOCKETS_CONNECT_TIMEOUT,
-            (&tv as *const libc::timeval).cast(),
-            std::mem::size_of::<libc::timeval>() as libc::socklen_t,
-        )
-    };
+    sys::set_vsock_connect_timeout(&fd, budget);
     match connect(fd.as_raw_fd(), &VsockAddr::new(cid, port)) {
         Ok(()) => {}
         Err(Errno::EINPROGRESS) => {
@@ -734,7 +663,7 @@ mod tests {
     #[test]
     fn stdio_is_open_in_tests() {
         ensure_stdio();
-        assert!((0..3).all(fd_open));
+        assert!((0..3).all(sys::fd_is_open));
     }
 
     #[test]

@@ -280,3 +280,88 @@ pub fn kill_all(sig: Signal) {
 pub fn sync() {
     nix::unistd::sync();
 }
+
+// ----- PID-1 boot (used by boot.rs) -----------------------------------------
+
+/// Is `fd` an open descriptor?
+pub fn fd_is_open(fd: RawFd) -> bool {
+    // SAFETY: F_GETFD only queries the descriptor table.
+    unsafe { libc::fcntl(fd, libc::F_GETFD) != -1 }
+}
+
+/// Open `path` and make it descriptor `fd`. Raw calls only, no allocation:
+/// usable before stdio exists.
+pub fn open_onto(fd: RawFd, path: &std::ffi::CStr, flags: libc::c_int) -> bool {
+    // SAFETY: plain syscalls on a NUL-terminated path and integers.
+    unsafe {
+        let new = libc::open(path.as_ptr(), flags | libc::O_NOCTTY);
+        if new < 0 {
+            return false;
+        }
+        if new == fd {
+            return true;
+        }
+        let ok = libc::dup2(new, fd) == fd;
+        libc::close(new);
+        ok
+    }
+}
+
+/// mkdir /dev and mount devtmpfs there (nosuid, noexec), raw calls only,
+/// errors ignored: the caller checks by opening /dev/console.
+pub fn mount_devtmpfs_raw() {
+    // SAFETY: mkdir and mount with constant NUL-terminated strings.
+    unsafe {
+        libc::mkdir(c"/dev".as_ptr(), 0o755);
+        libc::mount(
+            c"dev".as_ptr(),
+            c"/dev".as_ptr(),
+            c"devtmpfs".as_ptr(),
+            libc::MS_NOSUID | libc::MS_NOEXEC,
+            std::ptr::null(),
+        );
+    }
+}
+
+/// finit_module(2) flag: the file is compressed and the kernel should
+/// decompress it (Linux 5.17+, with CONFIG_MODULE_DECOMPRESS).
+pub const MODULE_INIT_COMPRESSED_FILE: libc::c_long = 4;
+
+/// Load a kernel module from an open file, no parameters.
+pub fn finit_module(file: &std::fs::File, flags: libc::c_long) -> nix::Result<()> {
+    // SAFETY: finit_module with an open fd, an empty parameter string and
+    // integer flags.
+    let rc = unsafe {
+        libc::syscall(
+            libc::SYS_finit_module,
+            file.as_raw_fd(),
+            c"".as_ptr(),
+            flags,
+        )
+    };
+    if rc == 0 {
+        Ok(())
+    } else {
+        Err(Errno::last())
+    }
+}
+
+/// SO_VM_SOCKETS_CONNECT_TIMEOUT: how long the kernel lets a VSOCK connect
+/// take (2 s unless set). Best effort.
+pub fn set_vsock_connect_timeout(fd: &OwnedFd, d: Duration) {
+    const SO_VM_SOCKETS_CONNECT_TIMEOUT: libc::c_int = 6;
+    let tv = libc::timeval {
+        tv_sec: libc::time_t::try_from(d.as_secs().max(1)).unwrap_or(10),
+        tv_usec: 0,
+    };
+    // SAFETY: setsockopt with a properly sized timeval on our socket.
+    unsafe {
+        libc::setsockopt(
+            fd.as_raw_fd(),
+            libc::AF_VSOCK,
+            SO_VM_SOCKETS_CONNECT_TIMEOUT,
+            (&tv as *const libc::timeval).cast(),
+            std::mem::size_of::<libc::timeval>() as libc::socklen_t,
+        );
+    }
+}
