@@ -158,6 +158,8 @@ pub struct Supervisor {
     /// Guards pulling in requirements against Requires cycles.
     starting: BTreeSet<usize>,
     started_at: Instant,
+    /// Requests handled so far: settle() goes round again after any.
+    requests: u64,
 }
 
 impl Supervisor {
@@ -194,6 +196,7 @@ impl Supervisor {
             backlog: BTreeSet::new(),
             starting: BTreeSet::new(),
             started_at: Instant::now(),
+            requests: 0,
         };
         s.open_listeners();
         Ok(s)
@@ -836,32 +839,46 @@ impl Supervisor {
     /// After every batch of events: let dependency changes settle, answer
     /// waiting clients, serve connections, re-arm the one timer.
     fn settle(&mut self) {
-        for _ in 0..8 {
-            let mut changed = false;
-            // Waiting services whose requirements moved.
-            let waiting: Vec<usize> = self
-                .services
-                .iter()
-                .filter(|(_, s)| s.m.state == State::Waiting)
-                .map(|(id, _)| *id)
-                .collect();
-            for id in waiting {
-                let req = self.requirements(id, false);
-                if !matches!(req, Req::Wait(_)) {
-                    self.feed(id, Event::Start { manual: false, req });
-                    changed = true;
+        // A request served at the end (say one that came with its connection)
+        // may queue stops, starts or a shutdown while no event is left to wake
+        // the loop: go round again until a round serves no request.
+        for round in 0.. {
+            let served = self.requests;
+            for _ in 0..8 {
+                let mut changed = false;
+                // Waiting services whose requirements moved.
+                let waiting: Vec<usize> = self
+                    .services
+                    .iter()
+                    .filter(|(_, s)| s.m.state == State::Waiting)
+                    .map(|(id, _)| *id)
+                    .collect();
+                for id in waiting {
+                    let req = self.requirements(id, false);
+                    if !matches!(req, Req::Wait(_)) {
+                        self.feed(id, Event::Start { manual: false, req });
+                        changed = true;
+                    }
+                }
+                changed |= self.settle_stops();
+                if !changed {
+                    break;
                 }
             }
-            changed |= self.settle_stops();
-            if !changed {
+            self.answer_waiters();
+            self.forget_removed();
+            let ids: Vec<usize> = self.conns.keys().copied().collect();
+            for cid in ids {
+                self.serve(cid);
+            }
+            if self.requests == served {
                 break;
             }
-        }
-        self.answer_waiters();
-        self.forget_removed();
-        let ids: Vec<usize> = self.conns.keys().copied().collect();
-        for cid in ids {
-            self.serve(cid);
+            if round == 16 {
+                // Clients keep sending: poll without blocking, then come back.
+                self.backlog.insert(TIMER);
+                break;
+            }
         }
         self.rearm();
     }
@@ -1151,6 +1168,7 @@ impl Supervisor {
 
     /// Answer a request now (Some), or later through a waiter (None).
     fn handle(&mut self, cid: usize, req: Request) -> Option<Response> {
+        self.requests += 1;
         let name = match &req {
             Request::ServiceStatus { name }
             | Request::ServiceStart { name }

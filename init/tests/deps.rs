@@ -13,8 +13,9 @@
 mod common;
 use common::*;
 use serde_json::Value;
+use std::io::Write;
 use std::path::{Path, PathBuf};
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 /// A service that appends `start NAME PID` to `trace` when it starts and
 /// `stop NAME` when it gets SIGTERM, then runs until stopped.
@@ -461,6 +462,38 @@ fn stopping_a_requirement_stops_its_dependents_first() {
     // The dependent's Restart=always does not bring it back.
     std::thread::sleep(Duration::from_millis(300));
     assert_eq!(init.state("webapp"), "inactive");
+}
+
+/// The whole request in one write, as most clients send it; one answer.
+fn request_one_write(init: &Init, json: &str) -> Value {
+    let mut s = init.connect();
+    s.write_all(format!("{json}\n").as_bytes()).unwrap();
+    let line = read_line(&mut s).expect("an answer");
+    serde_json::from_str(&line).unwrap()
+}
+
+/// Regression: a request that came with its connection was served after the
+/// loop had settled states, so the stops it queued (ServiceStop, shutdown)
+/// waited for some unrelated later event: a stop answered only at its 4 s
+/// reply deadline, a shutdown hung. Racy by nature, hence a few rounds.
+#[test]
+fn requests_arriving_with_their_connection_take_effect_at_once() {
+    for _ in 0..4 {
+        let mut init = Init::start(&[("a", &sleeper("")), ("b", &sleeper(r#"Requires = ["a"]"#))]);
+        init.wait_state("b", "running");
+        let t = Instant::now();
+        let msg = success(&request_one_write(&init, r#"{"ServiceStop":{"name":"b"}}"#));
+        assert!(msg.contains("'b' stopped"), "{msg}");
+        assert!(t.elapsed() < Duration::from_secs(3), "{:?}", t.elapsed());
+        assert_eq!(init.state("a"), "running");
+        success(&request_one_write(&init, r#""SystemShutdown""#));
+        assert_eq!(
+            init.wait_exit(Duration::from_secs(5)),
+            Some(Some(0)),
+            "{}",
+            init.stderr_text()
+        );
+    }
 }
 
 /// Design choice: a requirement that crashes and restarts leaves its running
