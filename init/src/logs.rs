@@ -106,7 +106,8 @@ pub struct ServiceLog {
     file_dir: PathBuf,
     /// Size of the current file, as far as we wrote it.
     size: u64,
-    /// The current file ends in the middle of a line (short write).
+    /// The current file ends in the middle of a line (a short write whose
+    /// partial line could not be cut off again).
     torn: bool,
     /// When opening, writing or rotating failed last; None once it works.
     last_failure: Option<Instant>,
@@ -499,12 +500,27 @@ impl ServiceLog {
                 Ok(())
             }
             Err((written, e)) => {
-                self.size = self.size.saturating_add(written as u64);
-                if written > 0 {
-                    self.torn = seg.get(written - 1) != Some(&b'\n');
+                // A line written in part (disk full) is cut off again, so
+                // the file keeps whole lines only; it counts as dropped.
+                let done = seg.get(..written).unwrap_or(&[]);
+                let whole = done.iter().rposition(|&b| b == b'\n').map_or(0, |i| i + 1);
+                let mut kept = written;
+                if whole < written {
+                    if let Some(f) = self.file.as_ref() {
+                        let cut = f.metadata().and_then(|m| {
+                            f.set_len(m.len().saturating_sub((written - whole) as u64))
+                        });
+                        if cut.is_ok() {
+                            kept = whole;
+                        }
+                    }
+                }
+                self.size = self.size.saturating_add(kept as u64);
+                if kept > 0 {
+                    self.torn = seg.get(kept - 1) != Some(&b'\n');
                 }
                 self.fail("write", log_path(&self.file_dir, &self.name, 0), &e);
-                Err(from + written)
+                Err(from + kept)
             }
         }
     }

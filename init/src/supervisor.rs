@@ -155,6 +155,11 @@ pub struct Supervisor {
     ending: Option<Ending>,
     /// Sources that still had data when their read budget ran out.
     backlog: BTreeSet<Token>,
+    /// Per `logs -f` connection: what is still queued of its first answer
+    /// (up to `MAX_LOGS_RESPONSE` of text), allowed on top of
+    /// `FOLLOW_LIMIT` so a follower taking it in is not taken for one that
+    /// stopped reading. Shrinks as the queue drains.
+    follow_allowance: BTreeMap<usize, usize>,
     /// Guards pulling in requirements against Requires cycles.
     starting: BTreeSet<usize>,
     started_at: Instant,
@@ -194,6 +199,7 @@ impl Supervisor {
             stop_queue: BTreeSet::new(),
             ending: None,
             backlog: BTreeSet::new(),
+            follow_allowance: BTreeMap::new(),
             starting: BTreeSet::new(),
             started_at: Instant::now(),
             requests: 0,
@@ -541,8 +547,10 @@ impl Supervisor {
             self.feed(id, Event::SpawnFailed("no valid definition".into()));
             return;
         };
-        // Output of an earlier run still open (a leftover child holds it).
+        // Output of an earlier run still open (a leftover child holds it):
+        // keep what it holds, then let it go.
         for k in 0..2 {
+            self.read_pipe(id, k + 1);
             self.close_pipe(id, k);
         }
         match crate::spawn::spawn(&def, &self.cfg.environment) {
@@ -638,6 +646,10 @@ impl Supervisor {
                     .deregister(&mut SourceFd(&fd.as_raw_fd()));
             }
         }
+        // What it wrote before exiting is in its pipes: log that first.
+        for k in 1..3 {
+            self.read_pipe(id, k);
+        }
         self.log_event(id, &describe(exit));
         self.feed(id, Event::Exited(exit));
     }
@@ -720,9 +732,11 @@ impl Supervisor {
             return;
         }
         let r = Response::ServiceLogs { logs: lines };
-        for c in self.conns.values_mut().filter(|c| c.follow == Some(id)) {
+        for (cid, c) in self.conns.iter_mut().filter(|(_, c)| c.follow == Some(id)) {
+            let allowance = self.follow_allowance.entry(*cid).or_default();
+            *allowance = (*allowance).min(c.queued());
             c.send(&r);
-            if c.queued() > crate::control::FOLLOW_LIMIT {
+            if c.queued() > crate::control::FOLLOW_LIMIT.saturating_add(*allowance) {
                 c.broken = true; // a follower that stops reading is dropped
             }
         }
@@ -1161,6 +1175,7 @@ impl Supervisor {
                     .deregister(&mut SourceFd(&c.stream.raw_fd()));
             }
             self.waiters.retain(|w| w.conn != cid);
+            self.follow_allowance.remove(&cid);
         }
     }
 
@@ -1239,6 +1254,7 @@ impl Supervisor {
                     if let Some(c) = self.conns.get_mut(&cid) {
                         c.send(&Response::ServiceLogs { logs });
                         c.follow = Some(id);
+                        self.follow_allowance.insert(cid, c.queued());
                     }
                     None
                 }

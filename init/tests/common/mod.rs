@@ -69,6 +69,9 @@ pub struct Opts {
     /// "--mount-proc"]`; `Init::pid` is then the wrapper's pid and
     /// `Init::init_pid()` init's own (host) pid, its only child.
     pub wrapper: Vec<String>,
+    /// Use this log directory (created if missing) instead of `<temp>/log`,
+    /// e.g. a tmpfs mounted by the test.
+    pub log_dir: Option<PathBuf>,
 }
 
 /// A running init. Dropping it sends SIGTERM, then SIGKILL after 3 s, and
@@ -96,7 +99,10 @@ impl Init {
     pub fn start_with(services: &[(&str, &str)], opts: Opts) -> Init {
         let dir = TempDir::new("init");
         let service_dir = dir.path().join("services");
-        let log_dir = dir.path().join("log");
+        let log_dir = opts
+            .log_dir
+            .clone()
+            .unwrap_or_else(|| dir.path().join("log"));
         std::fs::create_dir_all(&service_dir).unwrap();
         std::fs::create_dir_all(&log_dir).unwrap();
         let socket = opts
