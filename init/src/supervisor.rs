@@ -593,16 +593,7 @@ impl Supervisor {
             return;
         };
         let Some(p) = &s.proc_ else { return };
-        // The leader is not reaped yet, so its group id is still its own.
-        let r = sys::signal_process(p.pid, p.pidfd.as_ref(), sig).and_then(|_| {
-            sys::signal_group(p.pid, sig).or_else(|e| {
-                if e == nix::errno::Errno::ESRCH {
-                    Ok(())
-                } else {
-                    Err(e)
-                }
-            })
-        });
+        let r = sys::signal_service(p.pid, p.pidfd.as_ref(), sig);
         let msg = match (sig, r) {
             (Signal::SIGTERM, Ok(())) => format!(
                 "stopping: sent SIGTERM (SIGKILL after {}s)",

@@ -140,33 +140,35 @@ pub fn pidfd_open(pid: Pid) -> nix::Result<OwnedFd> {
     Ok(unsafe { OwnedFd::from_raw_fd(fd as RawFd) })
 }
 
-/// Signal a process through its pidfd where we have one (never hits a
-/// recycled PID), else by PID.
-pub fn signal_process(pid: Pid, pidfd: Option<&OwnedFd>, sig: Signal) -> nix::Result<()> {
+/// Signal a service: its whole process group, once. The group id is the
+/// leader's PID; it cannot have been recycled because init has not reaped
+/// the leader yet, and the pidfd (where there is one) proves that the leader
+/// is still the process init started.
+pub fn signal_service(leader: Pid, pidfd: Option<&OwnedFd>, sig: Signal) -> nix::Result<()> {
     if let Some(fd) = pidfd {
+        // Signal 0: only checks that the pidfd's process still exists.
         // SAFETY: raw syscall; fd is a valid pidfd we own.
         let r = unsafe {
             libc::syscall(
                 libc::SYS_pidfd_send_signal,
                 fd.as_raw_fd(),
-                sig as libc::c_int,
+                0,
                 std::ptr::null::<libc::siginfo_t>(),
                 0,
             )
         };
-        if r == 0 {
-            return Ok(());
-        }
-        let e = Errno::last();
-        if e != Errno::ENOSYS {
-            return Err(e);
+        if r != 0 && Errno::last() != Errno::ENOSYS {
+            return Err(Errno::last());
         }
     }
-    signal::kill(pid, sig)
+    match signal::killpg(leader, sig) {
+        // The leader left its group (setsid/setpgid): signal it alone.
+        Err(Errno::ESRCH) => signal::kill(leader, sig),
+        r => r,
+    }
 }
 
-/// Signal a whole process group. Only called while the group leader is not
-/// yet reaped, so the group id cannot have been recycled.
+/// Signal a whole process group (its leader unreaped, so the id is safe).
 pub fn signal_group(pgid: Pid, sig: Signal) -> nix::Result<()> {
     signal::killpg(pgid, sig)
 }
