@@ -118,7 +118,7 @@ impl Service {
 }
 
 enum WaitKind {
-    /// Answer once all these services are down.
+    /// Answer once all these services are down; what to call them.
     Stop(String),
     /// Answer once the service runs a new process (not `old`).
     Restart(String, Option<Pid>),

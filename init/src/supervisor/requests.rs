@@ -224,7 +224,16 @@ impl Supervisor {
             return Some(Response::ok(format!("Service '{name}' is not running")));
         }
         self.stop_queue.extend(set.iter().copied());
-        self.wait(cid, set, WaitKind::Stop(name.to_string()));
+        let mut what = format!("Service '{name}'");
+        let also: Vec<&str> = set
+            .iter()
+            .skip(1)
+            .filter_map(|d| self.services.get(d).map(|s| s.name.as_str()))
+            .collect();
+        if !also.is_empty() {
+            what.push_str(&format!(" and what requires it ({})", also.join(", ")));
+        }
+        self.wait(cid, set, WaitKind::Stop(what));
         None
     }
 
@@ -278,12 +287,12 @@ impl Supervisor {
                 })
                 .collect();
             let reply = match &w.kind {
-                WaitKind::Stop(name) => {
+                WaitKind::Stop(what) => {
                     if states.iter().all(|(st, ..)| st.down()) {
-                        Some(Response::ok(format!("Service '{name}' stopped")))
+                        Some(Response::ok(format!("{what} stopped")))
                     } else if now >= w.deadline {
                         Some(Response::ok(format!(
-                            "Service '{name}' is still stopping (it gets SIGKILL at its stop timeout)"
+                            "{what} still stopping (SIGKILL follows at the stop timeout)"
                         )))
                     } else {
                         None
