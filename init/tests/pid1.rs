@@ -190,3 +190,88 @@ fn pid1_system_shutdown_request_needs_root() {
     );
     assert!(proc_state(pid1).is_none());
 }
+
+/// The boot duties a PID namespace allows: init as PID 1 mounts /dev, /proc,
+/// /sys, /dev/pts, /dev/shm and the cgroup hierarchy inside its private
+/// mount namespace, makes the /dev/fd links, and leaves the host's mounts
+/// exactly as they were.
+#[test]
+fn pid1_boot_duties_in_a_namespace_needs_root() {
+    let Some(opts) = unshare_opts() else { return };
+    let host_mounts = || {
+        let mut v: Vec<String> = std::fs::read_to_string("/proc/self/mountinfo")
+            .unwrap()
+            .lines()
+            .filter_map(|l| l.split(' ').nth(4).map(String::from))
+            .collect();
+        v.sort();
+        v
+    };
+    let before = host_mounts();
+    let out = TempDir::new("pid1-boot");
+    let o = out.path().display().to_string();
+    let script = format!(
+        "cat /proc/self/mountinfo > {o}/mounts.tmp; readlink /dev/fd > {o}/fd; \
+         readlink /dev/stderr > {o}/stderr; mv {o}/mounts.tmp {o}/mounts; exec sleep 1000"
+    );
+    // This machine's own /dev/pts, /dev/shm and cgroup mounts would be
+    // inherited by the namespace: take them away there first (PID 1 is then
+    // `sh`, which execs init, so init is still PID 1), so what is mounted
+    // afterwards is init's doing.
+    let mut opts = opts;
+    opts.wrapper.extend(
+        [
+            "sh",
+            "-c",
+            "umount -R -l /sys/fs/cgroup 2>/dev/null; umount -l /dev/shm 2>/dev/null; \
+             umount -l /dev/pts 2>/dev/null; umount -l /dev/pts 2>/dev/null; \
+             grep -qE ' /dev/pts | /sys/fs/cgroup' /proc/self/mountinfo && exit 99; \
+             exec \"$0\" \"$@\"",
+        ]
+        .map(String::from),
+    );
+    let mut init = Init::start_with(&[("probe", &svc(&sh(&script), ""))], opts);
+    assert_eq!(nspid(init.init_pid()).last(), Some(&1));
+    let mounts_file = out.path().join("mounts");
+    assert!(
+        wait_for(|| mounts_file.exists(), TIMEOUT),
+        "{}",
+        init.stderr_text()
+    );
+    // mountinfo: field 5 is the mount point; the type follows " - ".
+    let mounts: Vec<(String, String)> = std::fs::read_to_string(&mounts_file)
+        .unwrap()
+        .lines()
+        .filter_map(|l| {
+            let point = l.split(' ').nth(4)?.to_string();
+            let fstype = l.split(" - ").nth(1)?.split(' ').next()?.to_string();
+            Some((point, fstype))
+        })
+        .collect();
+    for (point, fstype) in [
+        ("/dev", "devtmpfs"),
+        ("/proc", "proc"),
+        ("/sys", "sysfs"),
+        ("/dev/pts", "devpts"),
+        ("/dev/shm", "tmpfs"),
+    ] {
+        assert!(
+            mounts.iter().any(|(p, t)| p == point && t == fstype),
+            "no {fstype} on {point} inside the namespace: {mounts:?}"
+        );
+    }
+    assert!(
+        mounts
+            .iter()
+            .any(|(p, t)| p.starts_with("/sys/fs/cgroup/") && t.starts_with("cgroup")),
+        "no cgroup hierarchy: {mounts:?}"
+    );
+    let read = |f: &str| std::fs::read_to_string(out.path().join(f)).unwrap();
+    assert_eq!(read("fd").trim(), "/proc/self/fd");
+    assert_eq!(read("stderr").trim(), "/proc/self/fd/2");
+    let err = init.stderr_text();
+    assert!(!err.contains("error:"), "boot logged errors:\n{err}");
+    assert!(kill(init.init_pid(), 15));
+    assert!(init.wait_exit(Duration::from_secs(15)).is_some());
+    assert_eq!(host_mounts(), before, "the host's mounts changed");
+}
