@@ -480,42 +480,30 @@ pub fn proc_status_field(pid: i32, key: &str) -> Option<String> {
     })
 }
 
-/// Pids of all processes whose parent is `ppid`.
-pub fn children_of(ppid: i32) -> Vec<i32> {
-    let mut out = Vec::new();
-    if let Ok(rd) = std::fs::read_dir("/proc") {
-        for e in rd.flatten() {
-            let Ok(pid) = e.file_name().to_string_lossy().parse::<i32>() else {
-                continue;
-            };
-            if let Some(f) = proc_stat_fields(pid) {
-                if f.get(1).and_then(|p| p.parse::<i32>().ok()) == Some(ppid) {
-                    out.push(pid);
-                }
-            }
-        }
-    }
-    out
+/// Pids of the processes whose /proc/<pid>/stat fields (after the command
+/// name: state, ppid, pgrp, ...) satisfy `keep`.
+fn procs_where(keep: impl Fn(&[String]) -> bool) -> Vec<i32> {
+    let Ok(rd) = std::fs::read_dir("/proc") else {
+        return Vec::new();
+    };
+    rd.flatten()
+        .filter_map(|e| e.file_name().to_string_lossy().parse::<i32>().ok())
+        .filter(|pid| proc_stat_fields(*pid).is_some_and(|f| keep(&f)))
+        .collect()
 }
 
-/// Pids whose process group is `pgid`.
+fn field_is(f: &[String], i: usize, want: i32) -> bool {
+    f.get(i).and_then(|p| p.parse::<i32>().ok()) == Some(want)
+}
+
+/// Pids of all processes whose parent is `ppid`.
+pub fn children_of(ppid: i32) -> Vec<i32> {
+    procs_where(|f| field_is(f, 1, ppid))
+}
+
+/// Pids whose process group is `pgid` (zombies left out).
 pub fn group_members(pgid: i32) -> Vec<i32> {
-    let mut out = Vec::new();
-    if let Ok(rd) = std::fs::read_dir("/proc") {
-        for e in rd.flatten() {
-            let Ok(pid) = e.file_name().to_string_lossy().parse::<i32>() else {
-                continue;
-            };
-            if let Some(f) = proc_stat_fields(pid) {
-                if f.get(2).and_then(|p| p.parse::<i32>().ok()) == Some(pgid)
-                    && f.first().map(String::as_str) != Some("Z")
-                {
-                    out.push(pid);
-                }
-            }
-        }
-    }
-    out
+    procs_where(|f| field_is(f, 2, pgid) && f.first().map(String::as_str) != Some("Z"))
 }
 
 /// Run `init` with arguments (no config set up), wait for it, return output.
