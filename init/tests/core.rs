@@ -1164,3 +1164,30 @@ fn initctl_drives_a_service() {
     let v: Value = serde_json::from_slice(&out.stdout).unwrap();
     assert_eq!(v["ServiceList"]["services"][0]["name"], "web", "{v}");
 }
+
+/// The design's promise: one thread, whatever init is doing (services
+/// running and logging, clients connected, a stop in progress).
+#[test]
+fn init_is_one_thread() {
+    let init = Init::start(&[
+        (
+            "chatty",
+            &svc(&sh("while :; do echo x; sleep 0.01; done"), ""),
+        ),
+        (
+            "stubborn",
+            &svc(&sh("trap \"\" TERM; sleep 1000"), "TimeoutStopSec = 2"),
+        ),
+    ]);
+    init.wait_state("chatty", "running");
+    init.wait_state("stubborn", "running");
+    let _idle = init.connect();
+    let mut stopping = init.connect();
+    std::io::Write::write_all(&mut stopping, br#"{"ServiceStop":{"name":"stubborn"}}"#).unwrap();
+    assert!(wait_for(|| init.state("stubborn") == "stopping", TIMEOUT));
+    assert_eq!(
+        proc_status_field(init.pid, "Threads").as_deref(),
+        Some("1"),
+        "init runs more than one thread"
+    );
+}
