@@ -9,6 +9,9 @@ use std::os::fd::OwnedFd;
 use std::os::unix::process::CommandExt;
 use std::process::{Command, Stdio};
 
+/// PATH for services when neither init's environment nor the config sets one.
+pub const DEFAULT_PATH: &str = "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin";
+
 pub struct Spawned {
     pub pid: Pid,
     pub stdout: OwnedFd,
@@ -16,12 +19,19 @@ pub struct Spawned {
 }
 
 /// Environment: init's own, then init.yaml's `environment`, then the
-/// service's `Environment` (later wins).
+/// service's `Environment` (later wins); `DEFAULT_PATH` if none has PATH.
 pub fn spawn(def: &ServiceDef, global_env: &BTreeMap<String, String>) -> Result<Spawned, String> {
     let Some((program, args)) = def.argv.split_first() else {
         return Err("empty ExecStart".into());
     };
     let mut cmd = Command::new(program);
+    // PID 1 may start with no PATH at all; give services the usual one.
+    let has_path = std::env::var_os("PATH").is_some()
+        || global_env.contains_key("PATH")
+        || def.environment.iter().any(|(k, _)| k == "PATH");
+    if !has_path {
+        cmd.env("PATH", DEFAULT_PATH);
+    }
     cmd.args(args)
         .envs(global_env)
         .envs(def.environment.iter().map(|(k, v)| (k, v)))

@@ -1191,3 +1191,33 @@ fn init_is_one_thread() {
         "init runs more than one thread"
     );
 }
+
+/// PID 1 may start without PATH: services still find programs by name.
+#[test]
+fn services_get_a_default_path() {
+    let dir = TempDir::new("nopath");
+    let out = dir.path().join("path");
+    let init = Init::start_with(
+        &[(
+            "p",
+            // `env`, not `echo $PATH`: dash invents a PATH when it has none.
+            &svc(&format!("sh -c 'env > {}'", out.display()), ""),
+        )],
+        Opts {
+            env_remove: vec!["PATH".into()],
+            ..Opts::default()
+        },
+    );
+    assert!(
+        wait_for(|| out.exists(), TIMEOUT),
+        "{}\n{}",
+        init.status("p"),
+        init.stderr_text()
+    );
+    let env = std::fs::read_to_string(&out).unwrap();
+    assert!(
+        env.lines()
+            .any(|l| l == "PATH=/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin"),
+        "{env}"
+    );
+}

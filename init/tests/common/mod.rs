@@ -59,6 +59,8 @@ pub struct Opts {
     pub extra_yaml: String,
     /// Extra environment variables for the init process.
     pub env: Vec<(String, String)>,
+    /// Variables removed from init's environment.
+    pub env_remove: Vec<String>,
     /// Don't wait for the socket to accept (for tests of broken start-ups).
     pub no_wait: bool,
     /// Extra command-line words after `-c <config>`.
@@ -158,6 +160,9 @@ impl Init {
             .env_remove("INIT_NO_PIDFD");
         for (k, v) in &opts.env {
             cmd.env(k, v);
+        }
+        for k in &opts.env_remove {
+            cmd.env_remove(k);
         }
         let child = cmd.spawn().expect("spawn init");
         self.pid = child.id() as i32;
