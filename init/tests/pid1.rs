@@ -275,3 +275,29 @@ fn pid1_boot_duties_in_a_namespace_needs_root() {
     assert!(init.wait_exit(Duration::from_secs(15)).is_some());
     assert_eq!(host_mounts(), before, "the host's mounts changed");
 }
+
+/// Negative control for the reaping checks above: with a PID 1 that does
+/// not reap (`sleep`), the same observation does find the zombie. So a
+/// passing `pid1_reaps_orphans_needs_root` means init reaped.
+#[test]
+fn pid1_zombie_check_sees_zombies_without_init_needs_root() {
+    let Some(opts) = unshare_opts() else { return };
+    let mut cmd = std::process::Command::new(&opts.wrapper[0]);
+    cmd.args(&opts.wrapper[1..])
+        .args(["sh", "-c", "(sleep 0.2 &); exec sleep 5"]);
+    let mut child = cmd.spawn().unwrap();
+    let wrapper = child.id() as i32;
+    let mut pid1 = 0;
+    assert!(wait_for(
+        || {
+            pid1 = children_of(wrapper).first().copied().unwrap_or(0);
+            pid1 != 0
+        },
+        TIMEOUT
+    ));
+    let found = wait_for(|| !zombies_of(pid1).is_empty(), TIMEOUT);
+    let _ = child.kill();
+    kill(pid1, 9);
+    let _ = child.wait();
+    assert!(found, "no zombie seen under a non-reaping PID 1");
+}
