@@ -57,6 +57,10 @@ pub struct Conn {
     pub busy: bool,
     /// Streaming new lines of this service (`logs -f`).
     pub follow: Option<usize>,
+    /// What is still queued of a follower's first answer: allowed on top
+    /// of `FOLLOW_LIMIT`, so a follower taking in a large backlog is not
+    /// taken for one that stopped reading. Shrinks as the queue drains.
+    follow_allowance: usize,
     pub last_activity: Instant,
 }
 
@@ -82,6 +86,7 @@ impl Conn {
             broken: false,
             busy: false,
             follow: None,
+            follow_allowance: 0,
             last_activity: now,
         }
     }
@@ -191,6 +196,22 @@ impl Conn {
                     return;
                 }
             }
+        }
+    }
+
+    /// Become a follower of service `id`, after `first` (the last lines).
+    pub fn start_follow(&mut self, id: usize, first: &Response) {
+        self.send(first);
+        self.follow = Some(id);
+        self.follow_allowance = self.queued();
+    }
+
+    /// Queue new lines for a follower; drop a follower that stopped reading.
+    pub fn send_follow(&mut self, r: &Response) {
+        self.follow_allowance = self.follow_allowance.min(self.queued());
+        self.send(r);
+        if self.queued() > FOLLOW_LIMIT.saturating_add(self.follow_allowance) {
+            self.broken = true;
         }
     }
 

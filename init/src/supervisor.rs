@@ -158,11 +158,6 @@ pub struct Supervisor {
     ending: Option<Ending>,
     /// Sources that still had data when their read budget ran out.
     backlog: BTreeSet<Token>,
-    /// Per `logs -f` connection: what is still queued of its first answer
-    /// (up to `MAX_LOGS_RESPONSE` of text), allowed on top of
-    /// `FOLLOW_LIMIT` so a follower taking it in is not taken for one that
-    /// stopped reading. Shrinks as the queue drains.
-    follow_allowance: BTreeMap<usize, usize>,
     /// Guards pulling in requirements against Requires cycles.
     starting: BTreeSet<usize>,
     started_at: Instant,
@@ -202,7 +197,6 @@ impl Supervisor {
             stop_queue: BTreeSet::new(),
             ending: None,
             backlog: BTreeSet::new(),
-            follow_allowance: BTreeMap::new(),
             starting: BTreeSet::new(),
             started_at: Instant::now(),
             requests: 0,
@@ -564,13 +558,8 @@ impl Supervisor {
             return;
         }
         let r = Response::ServiceLogs { logs: lines };
-        for (cid, c) in self.conns.iter_mut().filter(|(_, c)| c.follow == Some(id)) {
-            let allowance = self.follow_allowance.entry(*cid).or_default();
-            *allowance = (*allowance).min(c.queued());
-            c.send(&r);
-            if c.queued() > crate::control::FOLLOW_LIMIT.saturating_add(*allowance) {
-                c.broken = true; // a follower that stops reading is dropped
-            }
+        for c in self.conns.values_mut().filter(|c| c.follow == Some(id)) {
+            c.send_follow(&r);
         }
     }
 
@@ -916,7 +905,6 @@ impl Supervisor {
                     .deregister(&mut SourceFd(&c.stream.raw_fd()));
             }
             self.waiters.retain(|w| w.conn != cid);
-            self.follow_allowance.remove(&cid);
         }
     }
 }

@@ -76,9 +76,7 @@ impl Supervisor {
                 Some(id) => {
                     let logs = self.tail(id, lines);
                     if let Some(c) = self.conns.get_mut(&cid) {
-                        c.send(&Response::ServiceLogs { logs });
-                        c.follow = Some(id);
-                        self.follow_allowance.insert(cid, c.queued());
+                        c.start_follow(id, &Response::ServiceLogs { logs });
                     }
                     None
                 }
