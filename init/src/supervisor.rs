@@ -118,8 +118,9 @@ impl Service {
 }
 
 enum WaitKind {
-    /// Answer once all these services are down; what to call them.
-    Stop(String),
+    /// Answer `done` once all these services are down, or `late` if they
+    /// are still stopping at the deadline.
+    Stop { done: String, late: String },
     /// Answer once the service runs a new process (not `old`).
     Restart(String, Option<Pid>),
 }

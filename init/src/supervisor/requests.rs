@@ -65,7 +65,7 @@ impl Supervisor {
                 Some(id) => self.restart_request(cid, id, &name),
                 None => unknown(),
             },
-            Request::ServiceDisable { .. } => Some(self.disable(cid, &name)),
+            Request::ServiceDisable { .. } => self.disable(cid, &name),
             Request::ServiceLogs { lines, .. } => match id {
                 Some(id) => Some(Response::ServiceLogs {
                     logs: self.tail(id, lines),
@@ -221,18 +221,35 @@ impl Supervisor {
         {
             return Some(Response::ok(format!("Service '{name}' is not running")));
         }
-        self.stop_queue.extend(set.iter().copied());
-        let mut what = format!("Service '{name}'");
+        let what = self.stop_phrase(name, &set);
+        let kind = WaitKind::Stop {
+            done: format!("{what} stopped"),
+            late: format!("{what} still stopping (SIGKILL follows at the stop timeout)"),
+        };
+        self.stop_and_wait(cid, set, kind);
+        None
+    }
+
+    /// "Service 'a'", plus what requires it when that is stopped too.
+    fn stop_phrase(&self, name: &str, set: &[usize]) -> String {
         let also: Vec<&str> = set
             .iter()
             .skip(1)
             .filter_map(|d| self.services.get(d).map(|s| s.name.as_str()))
             .collect();
-        if !also.is_empty() {
-            what.push_str(&format!(" and what requires it ({})", also.join(", ")));
+        if also.is_empty() {
+            format!("Service '{name}'")
+        } else {
+            format!(
+                "Service '{name}' and what requires it ({})",
+                also.join(", ")
+            )
         }
-        self.wait(cid, set, WaitKind::Stop(what));
-        None
+    }
+
+    fn stop_and_wait(&mut self, cid: usize, set: Vec<usize>, kind: WaitKind) {
+        self.stop_queue.extend(set.iter().copied());
+        self.wait(cid, set, kind);
     }
 
     pub(super) fn restart_request(
@@ -285,13 +302,11 @@ impl Supervisor {
                 })
                 .collect();
             let reply = match &w.kind {
-                WaitKind::Stop(what) => {
+                WaitKind::Stop { done, late } => {
                     if states.iter().all(|(st, ..)| st.down()) {
-                        Some(Response::ok(format!("{what} stopped")))
+                        Some(Response::ok(done.clone()))
                     } else if now >= w.deadline {
-                        Some(Response::ok(format!(
-                            "{what} still stopping (SIGKILL follows at the stop timeout)"
-                        )))
+                        Some(Response::ok(late.clone()))
                     } else {
                         None
                     }
@@ -386,46 +401,53 @@ impl Supervisor {
         Response::ok(msg)
     }
 
-    pub(super) fn disable(&mut self, cid: usize, name: &str) -> Response {
+    /// Answered at once, or (None) once the service has stopped.
+    pub(super) fn disable(&mut self, cid: usize, name: &str) -> Option<Response> {
         let dir = PathBuf::from(&self.cfg.service_dir);
         let on = unit::unit_path(&dir, name, true);
         let off = unit::unit_path(&dir, name, false);
         if !on.exists() {
-            return if off.exists() {
+            return Some(if off.exists() {
                 Response::ok(format!("Service '{name}' is already disabled"))
             } else {
                 Response::err(format!("Service '{name}' not found in {}", dir.display()))
-            };
+            });
         }
         if off.exists() {
-            return Response::err(format!(
+            return Some(Response::err(format!(
                 "cannot disable '{name}': {} already exists; remove one of the two files",
                 off.display()
-            ));
+            )));
         }
         if let Err(e) = std::fs::rename(&on, &off) {
-            return Response::err(format!(
+            return Some(Response::err(format!(
                 "cannot rename {} to {}: {e}",
                 on.display(),
                 off.display()
-            ));
+            )));
         }
-        let mut msg = format!(
+        let msg = format!(
             "Service '{name}' disabled ({} renamed to {})",
             file_name(&on),
             file_name(&off)
         );
-        if let Some(id) = self.id_of(name) {
-            if let Some(s) = self.services.get_mut(&id) {
-                s.file_enabled = false;
-            }
-            if self.services.get(&id).is_some_and(|s| !s.m.state.down()) {
-                self.stop_queue.extend(self.stop_set(id));
-                msg.push_str(" and stopped");
-            }
+        let Some(id) = self.id_of(name) else {
+            return Some(Response::ok(msg));
+        };
+        if let Some(s) = self.services.get_mut(&id) {
+            s.file_enabled = false;
         }
-        let _ = cid;
-        Response::ok(msg)
+        if self.services.get(&id).is_none_or(|s| s.m.state.down()) {
+            return Some(Response::ok(msg));
+        }
+        let set = self.stop_set(id);
+        let what = self.stop_phrase(name, &set).replacen("Service '", "'", 1);
+        let kind = WaitKind::Stop {
+            done: format!("{msg}; {what} stopped"),
+            late: format!("{msg}; {what} still stopping"),
+        };
+        self.stop_and_wait(cid, set, kind);
+        None
     }
 
     /// Load or refresh one service file (after enable).
