@@ -38,6 +38,8 @@ const REPLY_WAIT: Duration = Duration::from_secs(4);
 const MAX_CONNS: usize = 256;
 /// Bytes read from one source per wakeup before others get a turn.
 const READ_BUDGET: usize = 1024 * 1024;
+/// One read from a service's output pipe.
+const PIPE_READ: usize = 64 * 1024;
 /// The largest `ServiceLogs` answer, in bytes of log text.
 const MAX_LOGS_RESPONSE: usize = 4 * 1024 * 1024;
 
@@ -162,6 +164,8 @@ pub struct Supervisor {
     /// Guards pulling in requirements against Requires cycles.
     starting: BTreeSet<usize>,
     started_at: Instant,
+    /// The read buffer for output pipes (see `read_pipe`).
+    pipe_buf: Vec<u8>,
     /// Requests handled so far: settle() goes round again after any.
     requests: u64,
 }
@@ -200,6 +204,7 @@ impl Supervisor {
             backlog: BTreeSet::new(),
             starting: BTreeSet::new(),
             started_at: Instant::now(),
+            pipe_buf: Vec::new(),
             requests: 0,
         };
         s.open_listeners();
@@ -498,7 +503,14 @@ impl Supervisor {
     // ----- output pipes ------------------------------------------------
 
     fn read_pipe(&mut self, id: usize, k: usize) {
-        let mut buf = vec![0u8; 64 * 1024];
+        // One buffer for all reads, allocated once (taken out while in use).
+        let mut buf = std::mem::take(&mut self.pipe_buf);
+        buf.resize(PIPE_READ, 0);
+        self.read_pipe_into(id, k, &mut buf);
+        self.pipe_buf = buf;
+    }
+
+    fn read_pipe_into(&mut self, id: usize, k: usize, buf: &mut [u8]) {
         let mut total = 0;
         let mut out = Vec::new();
         let stream = if k == 1 { Out::Stdout } else { Out::Stderr };
@@ -510,7 +522,7 @@ impl Supervisor {
             let Some(fd) = s.pipes.get(k - 1).and_then(|p| p.as_ref()) else {
                 return;
             };
-            match nix::unistd::read(fd, &mut buf) {
+            match nix::unistd::read(fd, &mut *buf) {
                 Ok(0) => {
                     s.log.close_stream(&self.logset, stream, &mut out);
                     self.forward(id, std::mem::take(&mut out));

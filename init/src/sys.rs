@@ -244,6 +244,15 @@ pub fn set_nonblocking(fd: RawFd) -> nix::Result<()> {
     Ok(())
 }
 
+/// Grow a pipe's buffer (best effort; the default is 64 KiB, the limit
+/// /proc/sys/fs/pipe-max-size, 1 MiB by default).
+pub fn set_pipe_size(fd: RawFd, bytes: i32) {
+    use nix::fcntl::{fcntl, FcntlArg};
+    // SAFETY: fd is open for the duration of this call.
+    let bfd = unsafe { std::os::fd::BorrowedFd::borrow_raw(fd) };
+    let _ = fcntl(bfd, FcntlArg::F_SETPIPE_SZ(bytes));
+}
+
 /// Our own direct children (orphans re-parented to us included), from /proc.
 pub fn children_of_self() -> Vec<Pid> {
     let me = std::process::id().to_string();
