@@ -173,6 +173,7 @@ pub struct Supervisor {
 impl Supervisor {
     pub fn new(cfg: InitConfig, config_path: PathBuf) -> std::io::Result<Self> {
         sys::cloexec_inherited();
+        sys::raise_fd_limit();
         let poll = Poll::new()?;
         let sigfd = sys::signalfd()?;
         let timer = sys::timerfd()?;

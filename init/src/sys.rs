@@ -42,13 +42,43 @@ pub fn signalfd() -> nix::Result<SignalFd> {
     )
 }
 
+/// The soft RLIMIT_NOFILE init started with, when `raise_fd_limit` raised
+/// it; services get it back.
+static SERVICE_NOFILE: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(u64::MAX);
+
+/// init holds three fds per running service plus its clients: raise the
+/// soft open-files limit to the hard one (PID 1 starts with 1024).
+pub fn raise_fd_limit() {
+    // SAFETY: getrlimit/setrlimit with a local struct.
+    unsafe {
+        let mut lim: libc::rlimit = std::mem::zeroed();
+        if libc::getrlimit(libc::RLIMIT_NOFILE, &mut lim) != 0 || lim.rlim_cur >= lim.rlim_max {
+            return;
+        }
+        let soft = lim.rlim_cur;
+        lim.rlim_cur = lim.rlim_max;
+        if libc::setrlimit(libc::RLIMIT_NOFILE, &lim) == 0 {
+            SERVICE_NOFILE.store(soft, std::sync::atomic::Ordering::Relaxed);
+        }
+    }
+}
+
 /// In the child between fork and exec: new session, empty signal mask,
-/// default dispositions. Only async-signal-safe calls.
+/// default dispositions, init's original open-files limit. Only
+/// async-signal-safe calls.
 pub fn child_reset() -> std::io::Result<()> {
     // SAFETY: plain syscalls on the child's own state, all async-signal-safe.
     unsafe {
         if libc::setsid() < 0 {
             return Err(std::io::Error::last_os_error());
+        }
+        let soft = SERVICE_NOFILE.load(std::sync::atomic::Ordering::Relaxed);
+        if soft != u64::MAX {
+            let mut lim: libc::rlimit = std::mem::zeroed();
+            if libc::getrlimit(libc::RLIMIT_NOFILE, &mut lim) == 0 {
+                lim.rlim_cur = soft;
+                libc::setrlimit(libc::RLIMIT_NOFILE, &lim);
+            }
         }
         let mut empty: libc::sigset_t = std::mem::zeroed();
         libc::sigemptyset(&mut empty);
