@@ -55,29 +55,33 @@ pub extern "C" fn main(_argc: i32, _argv: *const *const u8) -> i32 {
         error!("cannot block signals: {e}");
     }
     let r = std::panic::catch_unwind(run);
-    match r {
-        Ok(code) => code,
-        Err(_) => {
-            error!("internal error in init's start-up");
-            if sys::is_pid1() {
-                boot::finish(false)
-            }
-            1
-        }
+    if sys::is_pid1() {
+        // Only reached after a bug: PID 1 exiting would panic the kernel.
+        error!("internal error in init's start-up");
+        boot::finish(false)
     }
+    r.unwrap_or_else(|_| {
+        error!("internal error in init's start-up");
+        1
+    })
 }
 
 fn run() -> i32 {
     let mut args = pico_args::Arguments::from_env();
-    if args.contains(["-h", "--help"]) {
+    let pid1 = sys::is_pid1();
+    let help = args.contains(["-h", "--help"]);
+    let version = args.contains(["-V", "--version"]);
+    let check = args.contains("--check");
+    if pid1 && (help || version || check) {
+        // PID 1 must not exit: boot as usual.
+        warn!("ignoring -h/-V/--check: running as PID 1");
+    } else if help {
         print!("{HELP}");
         return 0;
-    }
-    if args.contains(["-V", "--version"]) {
+    } else if version {
         println!("init {}", env!("CARGO_PKG_VERSION"));
         return 0;
     }
-    let check = args.contains("--check");
     let explicit: Option<PathBuf> = match args.opt_value_from_str(["-c", "--config"]) {
         Ok(p) => p,
         Err(e) => {
@@ -90,10 +94,9 @@ fn run() -> i32 {
         warn!("ignoring unknown argument {:?}", word);
     }
     let path = config::choose_path(explicit.as_deref());
-    if check {
+    if check && !pid1 {
         return check::run(&path);
     }
-    let pid1 = sys::is_pid1();
     let mut loaded = load_config(&path);
     if pid1 {
         if boot::boot(&loaded.config) {

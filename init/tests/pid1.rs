@@ -301,3 +301,17 @@ fn pid1_zombie_check_sees_zombies_without_init_needs_root() {
     let _ = child.wait();
     assert!(found, "no zombie seen under a non-reaping PID 1");
 }
+
+/// As PID 1, `-h`, `-V` and `--check` (which exit when not PID 1) are
+/// ignored with a warning: PID 1 exiting would panic the kernel.
+#[test]
+fn pid1_ignores_exiting_flags_needs_root() {
+    let Some(mut opts) = unshare_opts() else {
+        return;
+    };
+    opts.args = ["-h", "--check", "-V"].map(String::from).to_vec();
+    let init = Init::start_with(&[("a", &svc("sleep 1000", ""))], opts);
+    init.wait_state("a", "running");
+    assert_eq!(init.request(r#""Ping""#), serde_json::json!("Pong"));
+    assert!(init.stderr_text().contains("running as PID 1"));
+}
