@@ -80,7 +80,7 @@ pub struct ServiceDef {
 
 /// Parse a service file's text. Unknown keys are returned as warnings.
 pub fn parse(text: &str) -> Result<(ServiceDef, Vec<String>), String> {
-    let raw: RawUnit = toml::from_str(text).map_err(|e| e.to_string().trim().to_string())?;
+    let raw: RawUnit = toml::from_str(text).map_err(|e| clip(e.to_string().trim()))?;
     let exec_start = raw
         .exec_start
         .filter(|s| !s.trim().is_empty())
@@ -117,6 +117,16 @@ pub fn parse(text: &str) -> Result<(ServiceDef, Vec<String>), String> {
         },
         warnings,
     ))
+}
+
+/// An error message short enough for a status line: toml quotes the
+/// offending source line, which may be huge.
+fn clip(msg: &str) -> String {
+    const MAX: usize = 400;
+    match msg.char_indices().nth(MAX) {
+        Some((cut, _)) => format!("{}...", &msg[..cut]),
+        None => msg.to_string(),
+    }
 }
 
 /// Split a command line with shell-style quoting: whitespace separates,
@@ -337,6 +347,13 @@ Bogus = 1
         assert!(parse("ExecStart = \"x\"\nRestartSec = -1").is_err());
         assert!(parse("ExecStart = \"x\"\nEnvironment = [\"NOEQ\"]").is_err());
         assert!(parse("ExecStart = [").is_err());
+    }
+
+    #[test]
+    fn huge_errors_are_clipped() {
+        let text = format!("ExecStart = \"x\"\nA = {}", "[".repeat(100_000));
+        let e = parse(&text).unwrap_err();
+        assert!(e.len() < 500, "{}", e.len());
     }
 
     #[test]
