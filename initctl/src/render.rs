@@ -83,12 +83,15 @@ pub fn status_block(st: &ServiceStatus) -> String {
     if let Some(pid) = st.pid {
         line("PID", &pid);
     }
-    line("Command", &st.exec_start);
-    if let Some(wd) = &st.working_directory {
-        line("Working Directory", wd);
+    // An invalid file has no command or policy to show: its reason says why.
+    if st.state != "invalid" {
+        line("Command", &st.exec_start);
+        if let Some(wd) = &st.working_directory {
+            line("Working Directory", wd);
+        }
+        line("Restart Policy", &st.restart_policy);
+        line("Restart Delay", &format!("{}s", st.restart_sec));
     }
-    line("Restart Policy", &st.restart_policy);
-    line("Restart Delay", &format!("{}s", st.restart_sec));
     line("Restart Count", &st.restart_count);
     if let Some(code) = st.exit_status {
         match &st.signal {
