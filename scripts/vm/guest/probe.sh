@@ -73,6 +73,10 @@ check initctl-vsock-ping initctl $vs ping
 check initctl-vsock-list sh -c "initctl $vs list | grep first | grep -q . && initctl $vs list | grep -q second"
 check initctl-vsock-status initctl $vs status first
 check initctl-status-running sh -c 'initctl status second | grep -qiE "running|active"'
+check initctl-vsock-logs sh -c "initctl $vs logs first -n 5 | grep -q 'worker first started'"
+# logs -f streams over VSOCK: the last lines at once, then it keeps the
+# connection open (timeout ends it).
+check initctl-vsock-logs-follow sh -c "timeout 2 initctl $vs logs -f first -n 5 > /tmp/follow; grep -q 'worker first started' /tmp/follow"
 
 # PID 1 reaps orphans: the helper's child exited long ago; no zombies.
 check no-zombies sh -c '! grep -l "^State:.*Z" /proc/[0-9]*/status'
