@@ -470,9 +470,14 @@ fn an_escaped_orphan_is_reaped_after_the_service_is_gone() {
         "orphan {orphan} left as {:?}",
         proc_state(orphan)
     );
-    assert!(init
-        .stderr_text()
-        .contains(&format!("reaped orphan {orphan}")));
+    // init logs the reap just after waitpid: the process can be gone from
+    // /proc a moment before the line is written.
+    let line = format!("reaped orphan {orphan}");
+    assert!(
+        wait_for(|| init.stderr_text().contains(&line), TIMEOUT),
+        "{}",
+        init.stderr_text()
+    );
 }
 
 // ----- exec failures and invalid files ----------------------------------

@@ -107,9 +107,16 @@ fn pid1_reaps_orphans_needs_root() {
     let st = init.wait_state("escape", "failed");
     assert_eq!(st["exit_status"], serde_json::json!(4), "{st}");
     assert!(st["signal"].is_null(), "{st}");
-    let err = init.stderr_text();
-    assert!(!err.contains("not PID 1"), "{err}");
-    assert!(err.matches("reaped orphan").count() >= 6, "{err}");
+    // The log line follows the reap: wait for it rather than race it.
+    assert!(
+        wait_for(
+            || init.stderr_text().matches("reaped orphan").count() >= 6,
+            TIMEOUT
+        ),
+        "{}",
+        init.stderr_text()
+    );
+    assert!(!init.stderr_text().contains("not PID 1"));
 }
 
 #[test]
