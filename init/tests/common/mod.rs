@@ -61,6 +61,8 @@ pub struct Opts {
     pub env: Vec<(String, String)>,
     /// Variables removed from init's environment.
     pub env_remove: Vec<String>,
+    /// More keys under `control:` in init.yaml, each line indented two spaces.
+    pub control_yaml: String,
     /// Don't wait for the socket to accept (for tests of broken start-ups).
     pub no_wait: bool,
     /// Extra command-line words after `-c <config>`.
@@ -116,10 +118,11 @@ impl Init {
             std::fs::write(service_dir.join(format!("{name}.service")), text).unwrap();
         }
         let yaml = format!(
-            "service_dir: {}\nlog_dir: {}\ncontrol:\n  unix_socket_path: {}\nvsock:\n  enabled: false\nnsm_driver_path: null\npivot_root: false\n{}",
+            "service_dir: {}\nlog_dir: {}\ncontrol:\n  unix_socket_path: {}\n{}vsock:\n  enabled: false\nnsm_driver_path: null\npivot_root: false\n{}",
             service_dir.display(),
             log_dir.display(),
             socket.display(),
+            opts.control_yaml,
             opts.extra_yaml
         );
         std::fs::write(&config, yaml).unwrap();
