@@ -26,7 +26,6 @@ pub fn run(path: &Path) -> i32 {
             Vec::new()
         }
     };
-    let empty = Vec::new();
     let mut nodes = Vec::new();
     for u in &units {
         let file = u.path.display();
@@ -59,14 +58,7 @@ pub fn run(path: &Path) -> i32 {
                 }
             }
         }
-        let d = u.def.as_ref().ok();
-        nodes.push(graph::Node {
-            name: &u.name,
-            after: d.map_or(&empty, |d| &d.after),
-            before: d.map_or(&empty, |d| &d.before),
-            requires: d.map_or(&empty, |d| &d.requires),
-            required_by: d.map_or(&empty, |d| &d.required_by),
-        });
+        nodes.push(graph::Node::new(&u.name, u.def.as_ref().ok()));
     }
     let order = graph::order(&nodes);
     // "owner: After names unknown service 'x'": name the owner's file.

@@ -12,6 +12,28 @@ pub struct Node<'a> {
     pub required_by: &'a [String],
 }
 
+impl<'a> Node<'a> {
+    /// A service's node; one without a valid definition has no edges.
+    pub fn new(name: &'a str, def: Option<&'a crate::unit::ServiceDef>) -> Self {
+        match def {
+            Some(d) => Node {
+                name,
+                after: &d.after,
+                before: &d.before,
+                requires: &d.requires,
+                required_by: &d.required_by,
+            },
+            None => Node {
+                name,
+                after: &[],
+                before: &[],
+                requires: &[],
+                required_by: &[],
+            },
+        }
+    }
+}
+
 #[derive(Debug, Default, PartialEq)]
 pub struct Order {
     /// Every node, in start order.

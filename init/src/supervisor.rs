@@ -460,7 +460,8 @@ impl Supervisor {
     /// zombie), reap it, and tell the service's machine.
     fn child_exited(&mut self, pid: Pid) {
         let owner = self.service_of_pid(pid);
-        if owner.is_some() && sys::group_alive(pid) {
+        if owner.is_some() {
+            // ESRCH (nothing left in the group) is the common, fine case.
             let _ = sys::signal_group(pid, Signal::SIGKILL);
         }
         let Some(exit) = sys::reap(pid) else { return };

@@ -203,11 +203,6 @@ pub fn signal_group(pgid: Pid, sig: Signal) -> nix::Result<()> {
     signal::killpg(pgid, sig)
 }
 
-/// Does the process group still have members?
-pub fn group_alive(pgid: Pid) -> bool {
-    signal::killpg(pgid, None).is_ok()
-}
-
 /// An exited child, found without reaping it (so its group can still be
 /// signalled safely). `None` when no child has exited.
 pub fn peek_exited() -> Option<Pid> {

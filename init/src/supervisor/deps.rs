@@ -5,21 +5,10 @@ use super::*;
 
 impl Supervisor {
     pub(super) fn compute_order(&mut self, report: bool) {
-        let ids: Vec<usize> = self.services.keys().copied().collect();
-        let empty = Vec::new();
-        let nodes: Vec<crate::graph::Node> = ids
-            .iter()
-            .filter_map(|id| self.services.get(id))
-            .map(|s| {
-                let d = s.def.as_ref();
-                crate::graph::Node {
-                    name: &s.name,
-                    after: d.map_or(&empty, |d| &d.after),
-                    before: d.map_or(&empty, |d| &d.before),
-                    requires: d.map_or(&empty, |d| &d.requires),
-                    required_by: d.map_or(&empty, |d| &d.required_by),
-                }
-            })
+        let nodes: Vec<crate::graph::Node> = self
+            .services
+            .values()
+            .map(|s| crate::graph::Node::new(&s.name, s.def.as_ref()))
             .collect();
         let o = crate::graph::order(&nodes);
         if report {
