@@ -55,8 +55,8 @@ pub struct Conn {
     pub broken: bool,
     /// A request is waiting for something (a stop); later ones wait too.
     pub busy: bool,
-    /// Streaming new lines of this service (`logs -f`).
-    pub follow: Option<usize>,
+    /// Streaming new log lines (`logs -f`): no more requests are read.
+    pub following: bool,
     /// What is still queued of a follower's first answer: allowed on top
     /// of `FOLLOW_LIMIT`, so a follower taking in a large backlog is not
     /// taken for one that stopped reading. Shrinks as the queue drains.
@@ -85,7 +85,7 @@ impl Conn {
             close_after_flush: false,
             broken: false,
             busy: false,
-            follow: None,
+            following: false,
             follow_allowance: 0,
             last_activity: now,
         }
@@ -199,10 +199,10 @@ impl Conn {
         }
     }
 
-    /// Become a follower of service `id`, after `first` (the last lines).
-    pub fn start_follow(&mut self, id: usize, first: &Response) {
+    /// Become a follower, after `first` (the last lines).
+    pub fn start_follow(&mut self, first: &Response) {
         self.send(first);
-        self.follow = Some(id);
+        self.following = true;
         self.follow_allowance = self.queued();
     }
 
@@ -221,10 +221,7 @@ impl Conn {
 
     /// Should the supervisor read and answer more requests now?
     pub fn wants_requests(&self) -> bool {
-        !self.busy
-            && !self.close_after_flush
-            && self.follow.is_none()
-            && self.queued() < OUT_HIGH_WATER
+        !self.busy && !self.close_after_flush && !self.following && self.queued() < OUT_HIGH_WATER
     }
 
     /// Finished: drop the connection.
@@ -233,13 +230,13 @@ impl Conn {
             || (self.close_after_flush && self.outbuf.is_empty())
             || (self.read_closed
                 && !self.busy
-                && self.follow.is_none()
+                && !self.following
                 && self.outbuf.is_empty()
                 && self.inbuf.iter().all(u8::is_ascii_whitespace))
     }
 
     /// When the idle timeout drops this connection, if it may.
     pub fn idle_deadline(&self) -> Option<Instant> {
-        (!self.busy && self.follow.is_none()).then(|| self.last_activity + IDLE_TIMEOUT)
+        (!self.busy && !self.following).then(|| self.last_activity + IDLE_TIMEOUT)
     }
 }

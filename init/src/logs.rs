@@ -55,6 +55,16 @@ pub enum Stream {
     Stderr,
 }
 
+impl Stream {
+    pub const ALL: [Stream; 2] = [Stream::Stdout, Stream::Stderr];
+    pub fn index(self) -> usize {
+        match self {
+            Stream::Stdout => 0,
+            Stream::Stderr => 1,
+        }
+    }
+}
+
 /// Upper bound of the text held in the in-memory ring of recent lines
 /// (sum of the formatted lines' lengths, without newlines). The newest line
 /// is always kept, even when it alone is larger, so the real bound is

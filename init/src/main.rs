@@ -22,10 +22,14 @@ mod boot;
 #[macro_use]
 mod console;
 mod check;
+mod clients;
 mod config;
 mod control;
 mod graph;
 mod logs;
+mod os;
+mod output;
+mod reactor;
 mod service;
 mod spawn;
 mod supervisor;
@@ -119,9 +123,13 @@ fn run() -> i32 {
     let cfg = loaded.config;
     let source = loaded.source.unwrap_or(path);
     console::open_init_log(&supervisor::log_settings(&cfg));
-    let mut sup = match supervisor::Supervisor::new(cfg, source) {
+    let mut sup = match reactor::Reactor::new(cfg, source) {
         Ok(s) => s,
-        Err(e) => {
+        Err(reactor::SetupError::SocketInUse(e)) => {
+            error!("{e}: another init is running; starting no services");
+            return idle_forever(pid1);
+        }
+        Err(reactor::SetupError::Io(e)) => {
             error!("cannot set up the event loop: {e}");
             return idle_forever(pid1);
         }

@@ -1,20 +1,27 @@
-//! The per-service state machine. Every state and every transition lives in
-//! `Machine::on`; it does no IO. The supervisor feeds it events and carries
-//! out the action it returns.
+//! The per-service state machine: every state, what it means, and the
+//! decision for every (state, event) pair, in `Machine::on`. The match there
+//! names each pair explicitly (no wildcard arms), so adding a state or an
+//! event makes the compiler ask for each decision. It does no IO: the
+//! supervisor feeds it events and carries out the `Step` it returns; status,
+//! list and held answers read the machine instead of re-deriving it.
 
-use crate::sys::Exit;
+use crate::os::Exit;
 use crate::unit::ServiceDef;
 use std::collections::VecDeque;
 use std::time::{Duration, Instant};
 
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq, Eq)]
 pub enum State {
     /// Not running: never started, stopped, or exited cleanly with no restart.
     Inactive,
-    /// Wants to run; a required service is not up yet.
-    Waiting,
+    /// Its file is invalid and nothing of it runs; `reason` says why.
+    Invalid,
+    /// Wants to run; these required services are not up yet.
+    Waiting {
+        on: Vec<String>,
+    },
     Running,
-    /// SIGTERM sent; SIGKILL to the group at the deadline.
+    /// The stop signal was sent; SIGKILL to the group at the deadline.
     Stopping,
     /// Exited; started again at the deadline.
     AutoRestart,
@@ -23,10 +30,11 @@ pub enum State {
 }
 
 impl State {
-    pub fn name(self) -> &'static str {
+    pub fn name(&self) -> &'static str {
         match self {
             State::Inactive => "inactive",
-            State::Waiting => "waiting",
+            State::Invalid => "invalid",
+            State::Waiting { .. } => "waiting",
             State::Running => "running",
             State::Stopping => "stopping",
             State::AutoRestart => "auto-restart",
@@ -34,12 +42,22 @@ impl State {
         }
     }
     /// A process of the service is alive.
-    pub fn active(self) -> bool {
-        matches!(self, State::Running | State::Stopping)
+    pub fn active(&self) -> bool {
+        match self {
+            State::Running | State::Stopping => true,
+            State::Inactive
+            | State::Invalid
+            | State::Waiting { .. }
+            | State::AutoRestart
+            | State::Failed => false,
+        }
     }
     /// Neither running nor about to run.
-    pub fn down(self) -> bool {
-        matches!(self, State::Inactive | State::Failed)
+    pub fn down(&self) -> bool {
+        match self {
+            State::Inactive | State::Invalid | State::Failed => true,
+            State::Waiting { .. } | State::Running | State::Stopping | State::AutoRestart => false,
+        }
     }
 }
 
@@ -62,21 +80,34 @@ pub enum Event {
     Stop,
     Restart,
     SpawnFailed(String),
+    /// The current process exited (already reaped).
     Exited(Exit),
+    /// The machine's own deadline passed.
     Deadline,
+    /// A reload found the file invalid.
+    Invalidated(String),
+    /// A reload found the file valid again.
+    Validated,
 }
 
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Action {
     None,
     /// Spawn the process now (state is already Running).
     Spawn,
-    /// SIGTERM the process group.
+    /// Send the stop signal to the process group.
     Term,
     /// SIGKILL the process group.
     Kill,
     /// Compute requirements and feed `Start { manual: false, .. }`.
     StartAgain,
+}
+
+/// What `on` decided: the action to carry out and the line to log, if any.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Step {
+    pub action: Action,
+    pub log: Option<String>,
 }
 
 /// The knobs of a definition the machine needs.
@@ -87,6 +118,17 @@ pub struct Policy {
     pub timeout_stop_sec: u64,
     pub burst: u32,
     pub interval_sec: u64,
+}
+
+impl Policy {
+    /// The policy of a service without a valid definition.
+    pub const NONE: Policy = Policy {
+        restart: crate::unit::RestartPolicy::No,
+        restart_sec: 5,
+        timeout_stop_sec: 10,
+        burst: 5,
+        interval_sec: 10,
+    };
 }
 
 impl From<&ServiceDef> for Policy {
@@ -101,17 +143,27 @@ impl From<&ServiceDef> for Policy {
     }
 }
 
+/// `now + secs`, or None when that is past what `Instant` can hold (a
+/// deadline that far away never fires).
+fn after(now: Instant, secs: u64) -> Option<Instant> {
+    now.checked_add(Duration::from_secs(secs))
+}
+
 #[derive(Debug, Clone)]
 pub struct Machine {
-    pub state: State,
-    /// Why it is failed or waiting; the last start failure.
-    pub reason: Option<String>,
-    pub deadline: Option<Instant>,
+    state: State,
+    /// Why it is failed or invalid; the last failure while auto-restarting.
+    reason: Option<String>,
+    deadline: Option<Instant>,
     /// A restart is in progress: start again once stopped.
-    pub start_after_stop: bool,
+    start_after_stop: bool,
     /// Automatic restarts so far (not the first start, not manual ones).
-    pub restart_count: u32,
-    pub last_exit: Option<Exit>,
+    restart_count: u32,
+    last_exit: Option<Exit>,
+    /// Runs started so far (spawns): a held restart answer compares it.
+    runs: u64,
+    /// When the current run was started.
+    run_started: Option<Instant>,
     /// Start times inside the start-limit window.
     starts: VecDeque<Instant>,
 }
@@ -125,69 +177,95 @@ impl Default for Machine {
             start_after_stop: false,
             restart_count: 0,
             last_exit: None,
+            runs: 0,
+            run_started: None,
             starts: VecDeque::new(),
         }
     }
 }
 
 impl Machine {
-    pub fn on(&mut self, ev: Event, p: &Policy, now: Instant) -> Action {
-        use State::*;
-        match (self.state, ev) {
-            (Running, Event::Start { .. }) => Action::None,
-            (Stopping, Event::Start { .. }) | (Stopping, Event::Restart) => {
+    /// A machine for a file that could not be loaded.
+    pub fn invalid(reason: String) -> Self {
+        Machine {
+            state: State::Invalid,
+            reason: Some(reason),
+            ..Machine::default()
+        }
+    }
+    pub fn state(&self) -> &State {
+        &self.state
+    }
+    /// Why it is failed, invalid, waiting, or why its last run ended badly.
+    pub fn reason(&self) -> Option<String> {
+        match &self.state {
+            State::Waiting { on } => Some(format!("waiting for {}", on.join(", "))),
+            State::Inactive
+            | State::Invalid
+            | State::Running
+            | State::Stopping
+            | State::AutoRestart
+            | State::Failed => self.reason.clone(),
+        }
+    }
+    pub fn deadline(&self) -> Option<Instant> {
+        self.deadline
+    }
+    pub fn restart_count(&self) -> u32 {
+        self.restart_count
+    }
+    pub fn last_exit(&self) -> Option<Exit> {
+        self.last_exit
+    }
+    pub fn runs(&self) -> u64 {
+        self.runs
+    }
+    pub fn run_started(&self) -> Option<Instant> {
+        self.run_started
+    }
+    /// Stopping, and will start again once the process has exited.
+    pub fn restart_pending(&self) -> bool {
+        self.start_after_stop
+    }
+
+    pub fn on(&mut self, ev: Event, p: &Policy, now: Instant) -> Step {
+        use Event as E;
+        use State as S;
+        let before = self.state.clone();
+        let action = match (&self.state, ev) {
+            // ----- start
+            (S::Running, E::Start { .. }) => Action::None,
+            (S::Invalid, E::Start { .. } | E::Restart) => Action::None,
+            (S::Stopping, E::Start { .. } | E::Restart) => {
                 self.start_after_stop = true;
                 Action::None
             }
-            (from, Event::Start { manual, req }) => {
-                self.deadline = None;
-                match req {
-                    Req::Ready => {
-                        if manual {
-                            self.starts.clear();
-                        }
-                        if from == AutoRestart {
-                            self.restart_count += 1;
-                        }
-                        self.starts.push_back(now);
-                        self.state = Running;
-                        self.reason = None;
-                        Action::Spawn
-                    }
-                    Req::Wait(names) => {
-                        self.state = Waiting;
-                        self.reason = Some(format!("waiting for {}", names.join(", ")));
-                        Action::None
-                    }
-                    Req::Failed(why) => {
-                        self.state = Failed;
-                        self.reason = Some(why);
-                        Action::None
-                    }
-                }
+            (
+                S::Inactive | S::Waiting { .. } | S::AutoRestart | S::Failed,
+                E::Start { manual, req },
+            ) => self.start(manual, req, now),
+            (S::Inactive | S::Waiting { .. } | S::AutoRestart | S::Failed, E::Restart) => {
+                Action::StartAgain
             }
-            (Running, ev @ (Event::Stop | Event::Restart)) => {
-                self.start_after_stop = ev == Event::Restart;
-                self.state = Stopping;
-                self.deadline = Some(now + Duration::from_secs(p.timeout_stop_sec));
-                Action::Term
-            }
-            (Stopping, Event::Stop) => {
+            // ----- stop
+            (S::Running, E::Stop) => self.term(false, p, now),
+            (S::Running, E::Restart) => self.term(true, p, now),
+            (S::Stopping, E::Stop) => {
                 self.start_after_stop = false;
                 Action::None
             }
-            (Waiting | AutoRestart, Event::Stop) => {
-                self.state = Inactive;
+            (S::Waiting { .. } | S::AutoRestart, E::Stop) => {
+                self.state = S::Inactive;
                 self.deadline = None;
                 self.reason = None;
                 Action::None
             }
-            (Inactive | Failed, Event::Stop) => Action::None,
-            (_, Event::Restart) => Action::StartAgain,
-            (Stopping, Event::Exited(exit)) => {
+            (S::Inactive | S::Invalid | S::Failed, E::Stop) => Action::None,
+            // ----- the process ended
+            (S::Stopping, E::Exited(exit)) => {
                 self.last_exit = Some(exit);
-                self.deadline = None;
-                self.state = Inactive;
+                self.ended();
+                self.state = S::Inactive;
                 if std::mem::take(&mut self.start_after_stop) {
                     self.starts.clear();
                     Action::StartAgain
@@ -195,57 +273,172 @@ impl Machine {
                     Action::None
                 }
             }
-            (Running, Event::Exited(exit)) => {
+            (S::Running, E::Exited(exit)) => {
                 self.last_exit = Some(exit);
-                let why = match exit.signal {
-                    Some(sig) => format!("killed by {}", crate::sys::signal_name(sig)),
-                    None => format!("exited with code {}", exit.code),
-                };
-                self.after_end(exit.success(), why, p, now)
+                self.ended();
+                self.after_end(exit.success(), exit.reason(), false, p, now)
             }
-            (Running, Event::SpawnFailed(why)) => self.after_end(false, why, p, now),
-            (Stopping, Event::Deadline) => {
+            (S::Running, E::SpawnFailed(why)) => {
+                self.ended();
+                self.after_end(false, why, true, p, now)
+            }
+            // No process in these states: an exit or spawn failure cannot
+            // be theirs, and changes nothing.
+            (
+                S::Inactive | S::Invalid | S::Waiting { .. } | S::AutoRestart | S::Failed,
+                E::Exited(_) | E::SpawnFailed(_),
+            ) => Action::None,
+            (S::Stopping, E::SpawnFailed(_)) => Action::None,
+            // ----- deadlines
+            (S::Stopping, E::Deadline) => {
                 self.deadline = None;
                 Action::Kill
             }
-            (AutoRestart, Event::Deadline) => Action::StartAgain,
-            // Events that cannot apply in this state change nothing.
-            (_, Event::Exited(_) | Event::SpawnFailed(_) | Event::Deadline) => Action::None,
+            (S::AutoRestart, E::Deadline) => {
+                self.deadline = None;
+                Action::StartAgain
+            }
+            (
+                S::Inactive | S::Invalid | S::Waiting { .. } | S::Running | S::Failed,
+                E::Deadline,
+            ) => Action::None,
+            // ----- the file changed
+            (
+                S::Inactive | S::Invalid | S::Waiting { .. } | S::AutoRestart | S::Failed,
+                E::Invalidated(why),
+            ) => {
+                self.state = S::Invalid;
+                self.deadline = None;
+                self.reason = Some(why);
+                Action::None
+            }
+            // The running process keeps the definition it was started with.
+            (S::Running | S::Stopping, E::Invalidated(_)) => Action::None,
+            (S::Invalid, E::Validated) => {
+                self.state = S::Inactive;
+                self.reason = None;
+                Action::None
+            }
+            (
+                S::Inactive
+                | S::Waiting { .. }
+                | S::Running
+                | S::Stopping
+                | S::AutoRestart
+                | S::Failed,
+                E::Validated,
+            ) => Action::None,
+        };
+        let log = self.transition_line(&before, action, p);
+        Step { action, log }
+    }
+
+    fn start(&mut self, manual: bool, req: Req, now: Instant) -> Action {
+        self.deadline = None;
+        match req {
+            Req::Ready => {
+                if manual {
+                    self.starts.clear();
+                }
+                if self.state == State::AutoRestart {
+                    self.restart_count = self.restart_count.saturating_add(1);
+                }
+                self.starts.push_back(now);
+                self.state = State::Running;
+                self.reason = None;
+                self.runs += 1;
+                self.run_started = Some(now);
+                Action::Spawn
+            }
+            Req::Wait(on) => {
+                self.state = State::Waiting { on };
+                self.reason = None;
+                Action::None
+            }
+            Req::Failed(why) => {
+                self.state = State::Failed;
+                self.reason = Some(why);
+                Action::None
+            }
         }
     }
 
-    /// A run ended (exit or failed spawn): restart, fail, or rest.
-    fn after_end(&mut self, success: bool, why: String, p: &Policy, now: Instant) -> Action {
+    fn term(&mut self, restart: bool, p: &Policy, now: Instant) -> Action {
+        self.start_after_stop = restart;
+        self.state = State::Stopping;
+        self.deadline = after(now, p.timeout_stop_sec);
+        Action::Term
+    }
+
+    fn ended(&mut self) {
         self.deadline = None;
-        if p.restart.restarts(success) {
-            let window = Duration::from_secs(p.interval_sec);
-            while self
-                .starts
-                .front()
-                .is_some_and(|t| now.duration_since(*t) > window)
-            {
-                self.starts.pop_front();
-            }
-            if self.starts.len() >= p.burst as usize {
-                self.state = State::Failed;
-                self.reason = Some(format!(
-                    "start limit hit: {} starts within {}s ({why})",
-                    self.starts.len(),
-                    p.interval_sec
-                ));
-                return Action::None;
-            }
-            self.state = State::AutoRestart;
+        self.run_started = None;
+    }
+
+    /// A run ended (exit or failed spawn): restart, fail, or rest.
+    fn after_end(
+        &mut self,
+        success: bool,
+        why: String,
+        spawn_failed: bool,
+        p: &Policy,
+        now: Instant,
+    ) -> Action {
+        if !p.restart.restarts(success) {
+            self.state = if success {
+                State::Inactive
+            } else {
+                State::Failed
+            };
             self.reason = (!success).then_some(why);
-            self.deadline = Some(now + Duration::from_secs(p.restart_sec));
-        } else if success {
-            self.state = State::Inactive;
-            self.reason = None;
-        } else {
-            self.state = State::Failed;
-            self.reason = Some(why);
+            return Action::None;
         }
+        let window = Duration::from_secs(p.interval_sec);
+        while self
+            .starts
+            .front()
+            .is_some_and(|t| now.saturating_duration_since(*t) > window)
+        {
+            self.starts.pop_front();
+        }
+        if self.starts.len() >= p.burst as usize {
+            self.state = State::Failed;
+            self.reason = Some(format!(
+                "start limit hit: {} starts within {}s ({why})",
+                self.starts.len(),
+                p.interval_sec
+            ));
+            return Action::None;
+        }
+        self.state = State::AutoRestart;
+        self.reason = (!success).then_some(why);
+        if p.restart_sec == 0 && !spawn_failed {
+            // No delay: start again in this turn. A failing exec still goes
+            // through the timer, so it cannot spin inside one turn.
+            return Action::StartAgain;
+        }
+        // A deadline beyond what the clock can hold never fires: the
+        // service stays in auto-restart until started or stopped by hand.
+        self.deadline = after(now, p.restart_sec);
         Action::None
+    }
+
+    /// The lifecycle line for a transition that does not log itself (a
+    /// spawn or a signal logs what it did when it is carried out).
+    fn transition_line(&self, before: &State, action: Action, p: &Policy) -> Option<String> {
+        // (Entering auto-restart is logged even when it starts again at once.)
+        let restarting = self.state == State::AutoRestart;
+        if *before == self.state || (action != Action::None && !restarting) {
+            return None;
+        }
+        match &self.state {
+            State::Inactive if *before == State::Stopping => Some("stopped".into()),
+            State::Inactive | State::Running | State::Stopping => None,
+            State::Invalid => self.reason.as_ref().map(|r| format!("invalid: {r}")),
+            State::Failed => Some(format!("failed: {}", self.reason.as_deref().unwrap_or(""))),
+            State::AutoRestart => Some(format!("restarting in {}s", p.restart_sec)),
+            State::Waiting { .. } => self.reason(),
+        }
     }
 }
 
@@ -277,19 +470,44 @@ mod tests {
             req: Req::Ready,
         }
     }
+    fn act(m: &mut Machine, ev: Event, p: &Policy, t: Instant) -> Action {
+        m.on(ev, p, t).action
+    }
 
     #[test]
     fn always_restarts_after_restart_sec_and_counts() {
         let p = policy(RestartPolicy::Always);
         let mut m = Machine::default();
         let t = Instant::now();
-        assert_eq!(m.on(start(), &p, t), Action::Spawn);
-        assert_eq!(m.on(Event::Exited(OK), &p, t), Action::None);
+        assert_eq!(act(&mut m, start(), &p, t), Action::Spawn);
+        let step = m.on(Event::Exited(OK), &p, t);
+        assert_eq!(step.action, Action::None);
+        assert_eq!(step.log.as_deref(), Some("restarting in 2s"));
         assert_eq!(m.state, State::AutoRestart);
         assert_eq!(m.deadline, Some(t + Duration::from_secs(2)));
-        assert_eq!(m.on(Event::Deadline, &p, t), Action::StartAgain);
-        assert_eq!(m.on(start(), &p, t), Action::Spawn);
+        assert_eq!(act(&mut m, Event::Deadline, &p, t), Action::StartAgain);
+        assert_eq!(act(&mut m, start(), &p, t), Action::Spawn);
         assert_eq!(m.restart_count, 1);
+        assert_eq!(m.runs, 2);
+    }
+
+    #[test]
+    fn restart_sec_zero_starts_again_at_once_but_not_after_a_failed_exec() {
+        let p = Policy {
+            restart_sec: 0,
+            ..policy(RestartPolicy::Always)
+        };
+        let mut m = Machine::default();
+        let t = Instant::now();
+        act(&mut m, start(), &p, t);
+        assert_eq!(act(&mut m, Event::Exited(BAD), &p, t), Action::StartAgain);
+        assert_eq!(m.state, State::AutoRestart);
+        act(&mut m, start(), &p, t);
+        assert_eq!(
+            act(&mut m, Event::SpawnFailed("no".into()), &p, t),
+            Action::None
+        );
+        assert_eq!(m.deadline, Some(t));
     }
 
     #[test]
@@ -316,23 +534,16 @@ mod tests {
         let mut m = Machine::default();
         let t = Instant::now();
         for _ in 0..3 {
-            m.on(
-                Event::Start {
-                    manual: false,
-                    req: Req::Ready,
-                },
-                &p,
-                t,
-            );
+            m.on(start(), &p, t);
             m.on(Event::Exited(BAD), &p, t);
         }
         assert_eq!(m.state, State::Failed);
-        assert!(m.reason.as_deref().unwrap().starts_with("start limit hit"));
+        assert!(m.reason().unwrap().starts_with("start limit hit"));
         let manual = Event::Start {
             manual: true,
             req: Req::Ready,
         };
-        assert_eq!(m.on(manual, &p, t), Action::Spawn);
+        assert_eq!(act(&mut m, manual, &p, t), Action::Spawn);
         m.on(Event::Exited(BAD), &p, t);
         assert_eq!(m.state, State::AutoRestart);
     }
@@ -343,10 +554,11 @@ mod tests {
         let mut m = Machine::default();
         let t = Instant::now();
         m.on(start(), &p, t);
-        assert_eq!(m.on(Event::Stop, &p, t), Action::Term);
+        assert_eq!(act(&mut m, Event::Stop, &p, t), Action::Term);
         assert_eq!(m.deadline, Some(t + Duration::from_secs(3)));
-        assert_eq!(m.on(Event::Deadline, &p, t), Action::Kill);
-        assert_eq!(m.on(Event::Exited(BAD), &p, t), Action::None);
+        assert_eq!(act(&mut m, Event::Deadline, &p, t), Action::Kill);
+        let step = m.on(Event::Exited(BAD), &p, t);
+        assert_eq!(step.log.as_deref(), Some("stopped"));
         assert_eq!(m.state, State::Inactive);
     }
 
@@ -356,8 +568,9 @@ mod tests {
         let mut m = Machine::default();
         let t = Instant::now();
         m.on(start(), &p, t);
-        assert_eq!(m.on(Event::Restart, &p, t), Action::Term);
-        assert_eq!(m.on(Event::Exited(OK), &p, t), Action::StartAgain);
+        assert_eq!(act(&mut m, Event::Restart, &p, t), Action::Term);
+        assert!(m.restart_pending());
+        assert_eq!(act(&mut m, Event::Exited(OK), &p, t), Action::StartAgain);
         assert_eq!(m.restart_count, 0);
     }
 
@@ -370,8 +583,15 @@ mod tests {
             manual: false,
             req: Req::Wait(vec!["db".into()]),
         };
-        assert_eq!(m.on(wait, &p, t), Action::None);
-        assert_eq!(m.state, State::Waiting);
+        let step = m.on(wait, &p, t);
+        assert_eq!(step.action, Action::None);
+        assert_eq!(step.log.as_deref(), Some("waiting for db"));
+        assert_eq!(
+            m.state,
+            State::Waiting {
+                on: vec!["db".into()]
+            }
+        );
         let fail = Event::Start {
             manual: false,
             req: Req::Failed("required service 'db' failed".into()),
@@ -384,13 +604,69 @@ mod tests {
     fn spawn_failure_follows_the_policy() {
         let t = Instant::now();
         let mut m = Machine::default();
-        m.on(start(), &policy(RestartPolicy::No), t);
-        m.on(
-            Event::SpawnFailed("exec x: No such file".into()),
-            &policy(RestartPolicy::No),
-            t,
-        );
+        let p = policy(RestartPolicy::No);
+        m.on(start(), &p, t);
+        m.on(Event::SpawnFailed("exec x: No such file".into()), &p, t);
         assert_eq!(m.state, State::Failed);
-        assert_eq!(m.reason.as_deref(), Some("exec x: No such file"));
+        assert_eq!(m.reason().as_deref(), Some("exec x: No such file"));
+    }
+
+    #[test]
+    fn stale_events_change_nothing_without_a_process() {
+        let p = policy(RestartPolicy::Always);
+        let t = Instant::now();
+        let mut m = Machine::default();
+        for ev in [
+            Event::Exited(BAD),
+            Event::Deadline,
+            Event::SpawnFailed("x".into()),
+        ] {
+            assert_eq!(act(&mut m, ev, &p, t), Action::None);
+            assert_eq!(m.state, State::Inactive);
+        }
+        m.on(start(), &p, t);
+        m.on(Event::Exited(BAD), &p, t);
+        // A second exit of the same run: nothing.
+        assert_eq!(act(&mut m, Event::Exited(BAD), &p, t), Action::None);
+        assert_eq!(m.state, State::AutoRestart);
+    }
+
+    #[test]
+    fn huge_durations_never_overflow() {
+        let p = Policy {
+            restart_sec: u64::MAX,
+            timeout_stop_sec: u64::MAX,
+            ..policy(RestartPolicy::Always)
+        };
+        let t = Instant::now();
+        let mut m = Machine::default();
+        m.on(start(), &p, t);
+        assert_eq!(act(&mut m, Event::Stop, &p, t), Action::Term);
+        assert_eq!(m.deadline, None);
+        m.on(Event::Exited(BAD), &p, t);
+        m.on(start(), &p, t);
+        m.on(Event::Exited(BAD), &p, t);
+        assert_eq!(m.state, State::AutoRestart);
+        assert_eq!(m.deadline, None);
+    }
+
+    #[test]
+    fn invalid_files() {
+        let p = policy(RestartPolicy::Always);
+        let t = Instant::now();
+        let mut m = Machine::invalid("bad".into());
+        assert_eq!(m.state.name(), "invalid");
+        assert_eq!(act(&mut m, start(), &p, t), Action::None);
+        m.on(Event::Validated, &p, t);
+        assert_eq!(m.state, State::Inactive);
+        m.on(start(), &p, t);
+        // A running process keeps its definition.
+        m.on(Event::Invalidated("bad again".into()), &p, t);
+        assert_eq!(m.state, State::Running);
+        m.on(Event::Exited(BAD), &p, t);
+        assert_eq!(m.state, State::AutoRestart);
+        m.on(Event::Invalidated("bad again".into()), &p, t);
+        assert_eq!(m.state, State::Invalid);
+        assert_eq!(m.deadline, None);
     }
 }

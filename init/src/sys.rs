@@ -1,6 +1,13 @@
-//! Every raw syscall init makes, in one place, so the logic above can be
-//! unit-tested without root. Nothing here panics; errors are returned.
+//! Raw syscalls: signals and signalfd, timerfd, pidfds, waiting for and
+//! reaping children, fd flags and limits, the child's reset between fork and
+//! exec, and the PID-1 boot calls; and `RealOs`, the supervisor's `Os`.
+//! Process spawning itself is in spawn.rs (std's `Command`). Nothing here
+//! panics; errors are returned.
 
+use crate::os::{Exit, Os, Proc, Spawned};
+use crate::unit::ServiceDef;
+use mio::unix::SourceFd;
+use mio::{Interest, Token};
 use nix::errno::Errno;
 use nix::libc;
 use nix::sys::signal::{self, SigHandler, SigSet, SigmaskHow, Signal};
@@ -9,8 +16,10 @@ use nix::sys::time::TimeSpec;
 use nix::sys::timerfd::{ClockId, Expiration, TimerFd, TimerFlags, TimerSetTimeFlags};
 use nix::sys::wait::{waitpid, WaitPidFlag, WaitStatus};
 use nix::unistd::Pid;
+use std::collections::BTreeMap;
 use std::os::fd::{AsRawFd, FromRawFd, OwnedFd, RawFd};
-use std::time::Duration;
+use std::path::Path;
+use std::time::{Duration, Instant};
 
 /// The signals init handles through its signalfd.
 pub fn handled_signals() -> SigSet {
@@ -198,11 +207,6 @@ pub fn signal_service(leader: Pid, pidfd: Option<&OwnedFd>, sig: Signal) -> nix:
     }
 }
 
-/// Signal a whole process group (its leader unreaped, so the id is safe).
-pub fn signal_group(pgid: Pid, sig: Signal) -> nix::Result<()> {
-    signal::killpg(pgid, sig)
-}
-
 /// An exited child, found without reaping it (so its group can still be
 /// signalled safely). `None` when no child has exited.
 pub fn peek_exited() -> Option<Pid> {
@@ -223,17 +227,19 @@ pub fn peek_exited() -> Option<Pid> {
     }
 }
 
-/// How a child ended: the seed's `exit_status` (code, or 128+N for signal
-/// N) and the signal if there was one.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub struct Exit {
-    pub code: i32,
-    pub signal: Option<i32>,
-}
-
-impl Exit {
-    pub fn success(&self) -> bool {
-        self.code == 0 && self.signal.is_none()
+/// Has this child exited? Looks without reaping (so its group can still
+/// be signalled safely): exact, since nobody else can reap it.
+pub fn has_exited(pid: Pid) -> bool {
+    // SAFETY: waitid with a zeroed siginfo out-parameter.
+    unsafe {
+        let mut info: libc::siginfo_t = std::mem::zeroed();
+        let r = libc::waitid(
+            libc::P_PID,
+            pid.as_raw() as libc::id_t,
+            &mut info,
+            libc::WEXITED | libc::WNOHANG | libc::WNOWAIT,
+        );
+        r == 0 && info.si_pid() == pid.as_raw()
     }
 }
 
@@ -249,10 +255,68 @@ pub fn reap(pid: Pid) -> Option<Exit> {
     }
 }
 
-pub fn signal_name(sig: i32) -> String {
-    Signal::try_from(sig)
-        .map(|s| s.as_str().to_string())
-        .unwrap_or_else(|_| format!("signal {sig}"))
+/// Read from a non-blocking fd (a service's output pipe).
+pub fn read(fd: &OwnedFd, buf: &mut [u8]) -> nix::Result<usize> {
+    nix::unistd::read(fd, buf)
+}
+
+/// The supervisor's `Os`: real processes, the real clock, and fds watched
+/// on the reactor's `mio::Poll`.
+pub struct RealOs {
+    registry: mio::Registry,
+}
+
+impl RealOs {
+    pub fn new(registry: mio::Registry) -> Self {
+        RealOs { registry }
+    }
+}
+
+impl Os for RealOs {
+    fn now(&self) -> Instant {
+        Instant::now()
+    }
+    fn spawn(
+        &mut self,
+        def: &ServiceDef,
+        env: &BTreeMap<String, String>,
+    ) -> Result<Spawned, String> {
+        let sp = crate::spawn::spawn(def, env)?;
+        // No pidfd: SIGCHLD and waitid find the exit.
+        let pidfd = pidfd_open(sp.pid).ok();
+        Ok(Spawned {
+            pid: sp.pid,
+            pidfd,
+            pipes: Some([sp.stdout, sp.stderr]),
+        })
+    }
+    fn signal(&mut self, p: &Proc, sig: Signal) -> Result<(), String> {
+        signal_service(p.pid, p.pidfd.as_ref(), sig).map_err(|e| e.to_string())
+    }
+    fn kill_leftovers(&mut self, p: &Proc) {
+        // ESRCH (nothing left in the group) is the common, fine case.
+        let _ = signal::killpg(p.pid, Signal::SIGKILL);
+    }
+    fn exited(&mut self, p: &Proc) -> bool {
+        has_exited(p.pid)
+    }
+    fn next_exited(&mut self) -> Option<Pid> {
+        peek_exited()
+    }
+    fn reap(&mut self, pid: Pid) -> Option<Exit> {
+        reap(pid)
+    }
+    fn watch(&mut self, fd: RawFd, token: Token) {
+        if let Err(e) = self
+            .registry
+            .register(&mut SourceFd(&fd), token, Interest::READABLE)
+        {
+            error!("cannot watch fd {fd}: {e}");
+        }
+    }
+    fn unwatch(&mut self, fd: RawFd) {
+        let _ = self.registry.deregister(&mut SourceFd(&fd));
+    }
 }
 
 /// When not PID 1: become a child subreaper so orphans are still ours.
@@ -302,6 +366,49 @@ pub fn children_of_self() -> Vec<Pid> {
         }
     }
     out
+}
+
+/// Does something accept connections on the socket file at `path`? A
+/// non-blocking connect: refused means stale; a full backlog means live.
+pub fn socket_is_live(path: &Path) -> bool {
+    use nix::sys::socket::{connect, socket, AddressFamily, SockFlag, SockType, UnixAddr};
+    let Ok(addr) = UnixAddr::new(path) else {
+        return false;
+    };
+    let Ok(fd) = socket(
+        AddressFamily::Unix,
+        SockType::Stream,
+        SockFlag::SOCK_NONBLOCK | SockFlag::SOCK_CLOEXEC,
+        None,
+    ) else {
+        return false;
+    };
+    match connect(fd.as_raw_fd(), &addr) {
+        Ok(()) => true,
+        Err(e) => e == nix::errno::Errno::EAGAIN || e == nix::errno::Errno::EINPROGRESS,
+    }
+}
+
+/// After the loop: SIGKILL whatever is left (orphans too), reap for up to
+/// 3 s, sync.
+pub fn final_cleanup() {
+    if is_pid1() {
+        kill_all(Signal::SIGKILL);
+    } else {
+        for pid in children_of_self() {
+            let _ = signal::kill(pid, Signal::SIGKILL);
+        }
+    }
+    let until = Instant::now() + Duration::from_secs(3);
+    while Instant::now() < until {
+        match waitpid(Pid::from_raw(-1), Some(WaitPidFlag::WNOHANG)) {
+            Ok(WaitStatus::StillAlive) => std::thread::sleep(Duration::from_millis(10)),
+            Ok(_) => {}
+            Err(_) => break, // ECHILD: all reaped
+        }
+    }
+    sync();
+    info!("all services stopped; filesystems synced");
 }
 
 pub fn is_pid1() -> bool {

@@ -1,13 +1,81 @@
-//! Control requests: what each one does to the services, and the answers
-//! held back until a stop or restart has happened. Enable, disable and
+//! Control requests: what each one does to the services, what it answers
+//! (`Reply`), and the answers held back until a stop or restart has
+//! happened (`Held`), decided by reading the machines. Enable, disable and
 //! reload live here too.
 
-use super::*;
+use super::{ClientId, Ending, Out, Supervisor, Work};
+use crate::os::Os;
+use crate::service::{Event, State};
+use crate::unit::{self, UnitFile};
+use shared::protocol::{Request, Response, ServiceStatus, ServiceSummary, SystemStatus};
+use std::collections::BTreeSet;
+use std::path::{Path, PathBuf};
+use std::time::{Duration, Instant};
 
-impl Supervisor {
-    /// Answer a request now (Some), or later through a waiter (None).
-    pub(super) fn handle(&mut self, cid: usize, req: Request) -> Option<Response> {
-        self.requests += 1;
+/// The longest a stop/restart answer is held back waiting for the process.
+pub const REPLY_WAIT: Duration = Duration::from_secs(4);
+/// A restarted process must live this long before the restart is reported
+/// as done: one that dies at once makes the restart fail.
+pub const RESTART_GRACE: Duration = Duration::from_millis(100);
+/// The largest `ServiceLogs` answer, in bytes of log text.
+const MAX_LOGS_RESPONSE: usize = 4 * 1024 * 1024;
+
+/// What a request means for its connection.
+#[derive(Debug, PartialEq)]
+pub enum Reply {
+    /// The answer, now.
+    Now(Response),
+    /// Held: the answer comes later as `Out::Answer` (or never, if the
+    /// client goes away first).
+    Later,
+    /// The connection now follows a service's log: this first answer, then
+    /// `Out::Stream` lines.
+    Stream(Response),
+}
+
+pub(super) enum Wait {
+    /// Answer `done` once all these services are down, or `late` if they
+    /// are still stopping at the deadline.
+    Stop {
+        ids: Vec<usize>,
+        done: String,
+        late: String,
+    },
+    /// Answer once the run after `runs` has lived `RESTART_GRACE`, or
+    /// failed.
+    Restart { id: usize, name: String, runs: u64 },
+}
+
+pub(super) struct Held {
+    pub client: ClientId,
+    wait: Wait,
+    deadline: Instant,
+    /// The next moment the answer may be decided (the grace of a restart).
+    wake: Option<Instant>,
+}
+
+impl Held {
+    pub fn wake(&self) -> Instant {
+        self.wake.map_or(self.deadline, |w| w.min(self.deadline))
+    }
+}
+
+/// A held answer, decided or not (short-lived: its size does not matter).
+#[allow(clippy::large_enum_variant)]
+enum Outcome {
+    Done(Response),
+    Pending(Option<Instant>),
+}
+
+impl<O: Os> Supervisor<O> {
+    /// Serve one request from `client`.
+    pub fn request(&mut self, client: ClientId, req: Request) -> Reply {
+        let r = self.serve(client, req);
+        self.drain();
+        r
+    }
+
+    fn serve(&mut self, client: ClientId, req: Request) -> Reply {
         let name = match &req {
             Request::ServiceStatus { name }
             | Request::ServiceStart { name }
@@ -18,56 +86,50 @@ impl Supervisor {
             | Request::ServiceLogs { name, .. }
             | Request::ServiceLogsClear { name }
             | Request::ServiceLogsFollow { name, .. } => Some(name.clone()),
-            _ => None,
+            Request::Ping
+            | Request::ListServices
+            | Request::SystemStatus
+            | Request::SystemReload
+            | Request::SystemShutdown
+            | Request::SystemReboot => None,
         };
         if let Some(n) = &name {
             if let Err(e) = unit::validate_name(n) {
-                return Some(Response::err(e));
+                return Reply::Now(Response::err(e));
             }
         }
         let name = name.unwrap_or_default();
-        // Enable works on files init may not know yet.
-        if let Request::ServiceEnable { now, .. } = req {
-            return Some(self.enable(&name, now));
-        }
-        let id = self.id_of(&name);
-        let unknown = || Some(Response::err(format!("Service '{name}' not found")));
+        let id = self.table.id_of(&name);
+        let unknown = || Reply::Now(Response::err(format!("Service '{name}' not found")));
+        let now = |r: Response| Reply::Now(r);
         match req {
-            Request::Ping => Some(Response::Pong),
-            Request::ListServices => Some(Response::ServiceList {
-                services: self.listed().map(|(_, s)| summary(s)).collect(),
+            Request::Ping => now(Response::Pong),
+            Request::ListServices => now(Response::ServiceList {
+                services: self.table.listed().map(|(_, s)| summary(s)).collect(),
             }),
-            Request::SystemStatus => Some(Response::SystemStatus {
-                status: SystemStatus {
-                    uptime_secs: self.started_at.elapsed().as_secs(),
-                    total_services: self.listed().count(),
-                    active_services: self.listed().filter(|(_, s)| s.m.state.active()).count(),
-                    enabled_services: self.listed().filter(|(_, s)| s.enabled()).count(),
-                    log_dir: self.cfg.log_dir.clone(),
-                    service_dir: self.cfg.service_dir.clone(),
-                },
+            Request::SystemStatus => now(Response::SystemStatus {
+                status: self.system_status(),
             }),
-            Request::ServiceStatus { .. } => match id {
-                Some(id) => self
-                    .status(id)
-                    .map(|status| Response::ServiceStatus { status }),
+            Request::ServiceStatus { .. } => match id.and_then(|id| self.status(id)) {
+                Some(status) => now(Response::ServiceStatus { status }),
                 None => unknown(),
             },
             Request::ServiceStart { .. } => match id {
-                Some(id) => self.start_request(id, &name),
+                Some(id) => now(self.start_request(id, &name)),
                 None => unknown(),
             },
             Request::ServiceStop { .. } => match id {
-                Some(id) => self.stop_request(cid, id, &name),
+                Some(id) => self.stop_request(client, id, &name),
                 None => unknown(),
             },
             Request::ServiceRestart { .. } => match id {
-                Some(id) => self.restart_request(cid, id, &name),
+                Some(id) => self.restart_request(client, id, &name),
                 None => unknown(),
             },
-            Request::ServiceDisable { .. } => self.disable(cid, &name),
+            Request::ServiceEnable { now: start, .. } => Reply::Now(self.enable(&name, start)),
+            Request::ServiceDisable { .. } => self.disable(client, &name),
             Request::ServiceLogs { lines, .. } => match id {
-                Some(id) => Some(Response::ServiceLogs {
+                Some(id) => now(Response::ServiceLogs {
                     logs: self.tail(id, lines),
                 }),
                 None => unknown(),
@@ -75,85 +137,80 @@ impl Supervisor {
             Request::ServiceLogsFollow { lines, .. } => match id {
                 Some(id) => {
                     let logs = self.tail(id, lines);
-                    if let Some(c) = self.conns.get_mut(&cid) {
-                        c.start_follow(id, &Response::ServiceLogs { logs });
-                    }
-                    None
+                    self.followers.insert(client, id);
+                    Reply::Stream(Response::ServiceLogs { logs })
                 }
                 None => unknown(),
             },
-            Request::ServiceLogsClear { .. } => match id {
-                Some(id) => {
-                    let r = self
-                        .services
-                        .get_mut(&id)
-                        .map(|s| s.log.clear(&self.logset));
-                    Some(match r {
-                        Some(Ok(())) => Response::ok(format!("Logs of '{name}' cleared")),
-                        Some(Err(e)) => {
-                            Response::err(format!("cannot clear logs of '{name}': {e}"))
-                        }
-                        None => Response::err(format!("Service '{name}' not found")),
-                    })
-                }
+            Request::ServiceLogsClear { .. } => match id.and_then(|id| self.table.get_mut(id)) {
+                Some(s) => now(match s.out.log.clear(&self.logset) {
+                    Ok(()) => Response::ok(format!("Logs of '{name}' cleared")),
+                    Err(e) => Response::err(format!("cannot clear logs of '{name}': {e}")),
+                }),
                 None => unknown(),
             },
-            Request::SystemReload => Some(match self.ending {
+            Request::SystemReload => now(match self.ending {
                 Some(_) => Response::err("system is shutting down"),
                 None => Response::ok(self.reload()),
             }),
-            Request::SystemShutdown | Request::SystemReboot => {
-                let how = if req == Request::SystemReboot {
-                    Ending::Reboot
-                } else {
-                    Ending::PowerOff
-                };
-                if let Some(c) = self.conns.get_mut(&cid) {
-                    c.send(&Response::ok(if how == Ending::Reboot {
-                        "System is rebooting"
-                    } else {
-                        "System is shutting down"
-                    }));
-                    c.flush(Instant::now());
-                }
-                self.begin_ending(how);
-                None
+            Request::SystemShutdown => {
+                self.begin_ending(Ending::PowerOff);
+                now(Response::ok("System is shutting down"))
             }
-            Request::ServiceEnable { .. } => None, // answered above
+            Request::SystemReboot => {
+                self.begin_ending(Ending::Reboot);
+                now(Response::ok("System is rebooting"))
+            }
         }
     }
 
-    /// Services shown to clients: not those a reload removed.
-    pub(super) fn listed(&self) -> impl Iterator<Item = (&usize, &Service)> {
-        self.services.iter().filter(|(_, s)| !s.removed)
+    fn system_status(&self) -> SystemStatus {
+        let listed = || self.table.listed();
+        SystemStatus {
+            uptime_secs: self
+                .os
+                .now()
+                .saturating_duration_since(self.started_at)
+                .as_secs(),
+            total_services: listed().count(),
+            active_services: listed().filter(|(_, s)| s.state().active()).count(),
+            enabled_services: listed().filter(|(_, s)| s.enabled()).count(),
+            log_dir: self.cfg.log_dir.clone(),
+            service_dir: self.cfg.service_dir.clone(),
+        }
     }
 
     pub(super) fn status(&self, id: usize) -> Option<ServiceStatus> {
-        let s = self.services.get(&id)?;
-        let (lines, bytes) = s.log.dropped();
+        let s = self.table.get(id)?;
+        let (lines, bytes) = s.out.log.dropped();
         let d = s.def.as_ref();
+        let m = s.m();
         Some(ServiceStatus {
             name: s.name.clone(),
             enabled: s.enabled(),
-            active: s.m.state.active(),
-            pid: s.proc_.as_ref().map(|p| p.pid.as_raw() as u32),
+            active: s.state().active(),
+            pid: s.proc_().map(|p| p.pid.as_raw() as u32),
             restart_policy: d.map_or("no", |d| d.restart.as_str()).into(),
-            restart_count: s.m.restart_count,
+            restart_count: m.restart_count(),
             restart_sec: d.map_or(0, |d| d.restart_sec),
-            exit_status: s.m.last_exit.map(|e| e.code),
+            exit_status: m.last_exit().map(|e| e.code),
             exec_start: d.map(|d| d.exec_start.clone()).unwrap_or_default(),
             working_directory: d.and_then(|d| d.working_directory.clone()),
             dependencies: s.deps(),
-            state: s.state_name().into(),
-            signal: s.m.last_exit.and_then(|e| e.signal).map(sys::signal_name),
-            reason: s.load_error.clone().or_else(|| s.m.reason.clone()),
-            waiting_on: match &s.m.reason {
-                Some(r) if s.m.state == State::Waiting => r
-                    .trim_start_matches("waiting for ")
-                    .split(", ")
-                    .map(String::from)
-                    .collect(),
-                _ => Vec::new(),
+            state: s.state().name().into(),
+            signal: m
+                .last_exit()
+                .and_then(|e| e.signal)
+                .map(crate::os::signal_name),
+            reason: s.load_error.clone().or_else(|| m.reason()),
+            waiting_on: match s.state() {
+                State::Waiting { on } => on.clone(),
+                State::Inactive
+                | State::Invalid
+                | State::Running
+                | State::Stopping
+                | State::AutoRestart
+                | State::Failed => Vec::new(),
             },
             timeout_stop_sec: d.map_or(0, |d| d.timeout_stop_sec),
             log_dropped_lines: lines,
@@ -161,11 +218,14 @@ impl Supervisor {
         })
     }
 
-    pub(super) fn tail(&self, id: usize, lines: usize) -> Vec<String> {
-        let Some(s) = self.services.get(&id) else {
+    fn tail(&self, id: usize, lines: usize) -> Vec<String> {
+        let Some(s) = self.table.get(id) else {
             return Vec::new();
         };
-        let mut logs = s.log.tail(&self.logset, lines.min(shared::MAX_LOG_LINES));
+        let mut logs = s
+            .out
+            .log
+            .tail(&self.logset, lines.min(shared::MAX_LOG_LINES));
         // Keep the answer bounded: drop the oldest lines past the cap.
         let mut size = 0;
         let keep = logs
@@ -181,53 +241,72 @@ impl Supervisor {
         logs
     }
 
-    pub(super) fn start_request(&mut self, id: usize, name: &str) -> Option<Response> {
+    fn start_request(&mut self, id: usize, name: &str) -> Response {
         if self.ending.is_some() {
-            return Some(Response::err("system is shutting down"));
+            return Response::err("system is shutting down");
         }
-        let s = self.services.get(&id)?;
+        let Some(s) = self.table.get(id) else {
+            return Response::err(format!("Service '{name}' not found"));
+        };
         if s.def.is_none() && s.pending.is_none() {
-            return Some(Response::err(format!(
+            return Response::err(format!(
                 "Service '{name}' is invalid: {}",
                 s.load_error.clone().unwrap_or_default()
-            )));
+            ));
         }
-        if s.m.state == State::Running {
-            return Some(Response::ok(format!("Service '{name}' is already running")));
+        if *s.state() == State::Running {
+            return Response::ok(format!("Service '{name}' is already running"));
         }
-        self.start(id, true);
-        let s = self.services.get(&id)?;
-        Some(match s.m.state {
+        self.stop_queue.remove(&id);
+        self.queue.push_back(Work::Start {
+            id,
+            manual: true,
+            pull_in: true,
+        });
+        self.drain();
+        let Some(s) = self.table.get(id) else {
+            return Response::err(format!("Service '{name}' is gone"));
+        };
+        let reason = s.m().reason().unwrap_or_default();
+        match s.state() {
             State::Running => Response::ok(format!("Service '{name}' started")),
             State::Stopping => Response::ok(format!(
                 "Service '{name}' will start once its old process has exited"
             )),
-            State::Waiting => Response::ok(format!(
-                "Service '{name}' is {}",
-                s.m.reason.clone().unwrap_or_else(|| "waiting".into())
-            )),
-            _ => Response::err(format!(
-                "Service '{name}' failed to start: {}",
-                s.m.reason.clone().unwrap_or_default()
-            )),
-        })
+            State::Waiting { .. } => Response::ok(format!("Service '{name}' is {reason}")),
+            State::Inactive | State::Invalid | State::AutoRestart | State::Failed => {
+                Response::err(format!("Service '{name}' failed to start: {reason}"))
+            }
+        }
     }
 
-    pub(super) fn stop_request(&mut self, cid: usize, id: usize, name: &str) -> Option<Response> {
+    fn stop_request(&mut self, client: ClientId, id: usize, name: &str) -> Reply {
         let set = self.stop_set(id);
         if set
             .iter()
-            .all(|x| self.services.get(x).is_none_or(|s| s.m.state.down()))
+            .all(|x| self.table.get(*x).is_none_or(|s| s.state().down()))
         {
-            return Some(Response::ok(format!("Service '{name}' is not running")));
+            return Reply::Now(Response::ok(format!("Service '{name}' is not running")));
         }
         let what = self.stop_phrase(name, &set);
-        let kind = WaitKind::Stop {
+        let wait = Wait::Stop {
+            ids: set.clone(),
             done: format!("{what} stopped"),
             late: format!("{what} still stopping (SIGKILL follows at the stop timeout)"),
         };
-        self.stop_and_wait(cid, set, kind);
-        None
+        self.stop_and_hold(client, set, wait)
+    }
+
+    /// The service and everything that requires it and is not down.
+    fn stop_set(&self, id: usize) -> Vec<usize> {
+        let mut set = vec![id];
+        set.extend(
+            self.deps
+                .dependents(id)
+                .into_iter()
+                .filter(|d| self.table.get(*d).is_some_and(|s| !s.state().down())),
+        );
+        set
     }
 
     /// "Service 'a'", plus what requires it when that is stopped too.
@@ -235,7 +314,7 @@ impl Supervisor {
         let also: Vec<&str> = set
             .iter()
             .skip(1)
-            .filter_map(|d| self.services.get(d).map(|s| s.name.as_str()))
+            .filter_map(|d| self.table.get(*d).map(|s| s.name.as_str()))
             .collect();
         if also.is_empty() {
             format!("Service '{name}'")
@@ -247,100 +326,129 @@ impl Supervisor {
         }
     }
 
-    fn stop_and_wait(&mut self, cid: usize, set: Vec<usize>, kind: WaitKind) {
+    fn stop_and_hold(&mut self, client: ClientId, set: Vec<usize>, wait: Wait) -> Reply {
         self.stop_queue.extend(set.iter().copied());
-        self.wait(cid, set, kind);
+        self.queue_stops();
+        self.hold(client, wait);
+        Reply::Later
     }
 
-    pub(super) fn restart_request(
-        &mut self,
-        cid: usize,
-        id: usize,
-        name: &str,
-    ) -> Option<Response> {
+    fn restart_request(&mut self, client: ClientId, id: usize, name: &str) -> Reply {
         if self.ending.is_some() {
-            return Some(Response::err("system is shutting down"));
+            return Reply::Now(Response::err("system is shutting down"));
         }
-        let old = self
-            .services
-            .get(&id)
-            .and_then(|s| s.proc_.as_ref())
-            .map(|p| p.pid);
+        let runs = self.table.get(id).map_or(0, |s| s.m().runs());
         self.stop_queue.remove(&id);
-        self.feed(id, Event::Restart);
-        self.wait(cid, vec![id], WaitKind::Restart(name.to_string(), old));
-        None
+        self.queue.push_back(Work::Feed(id, Event::Restart));
+        self.hold(
+            client,
+            Wait::Restart {
+                id,
+                name: name.to_string(),
+                runs,
+            },
+        );
+        Reply::Later
     }
 
-    pub(super) fn wait(&mut self, cid: usize, ids: Vec<usize>, kind: WaitKind) {
-        if let Some(c) = self.conns.get_mut(&cid) {
-            c.busy = true;
-        }
-        self.waiters.push(Waiter {
-            conn: cid,
-            ids,
-            kind,
-            deadline: Instant::now() + REPLY_WAIT,
+    fn hold(&mut self, client: ClientId, wait: Wait) {
+        self.held.push(Held {
+            client,
+            wait,
+            deadline: self.os.now() + REPLY_WAIT,
+            wake: None,
         });
     }
 
-    pub(super) fn answer_waiters(&mut self) {
-        let now = Instant::now();
-        let waiters = std::mem::take(&mut self.waiters);
-        for w in waiters {
-            let states: Vec<(State, Option<Pid>, Option<String>, bool)> = w
-                .ids
-                .iter()
-                .filter_map(|id| self.services.get(id))
-                .map(|s| {
-                    (
-                        s.m.state,
-                        s.proc_.as_ref().map(|p| p.pid),
-                        s.m.reason.clone(),
-                        s.m.start_after_stop,
-                    )
-                })
-                .collect();
-            let reply = match &w.kind {
-                WaitKind::Stop { done, late } => {
-                    if states.iter().all(|(st, ..)| st.down()) {
-                        Some(Response::ok(done.clone()))
-                    } else if now >= w.deadline {
-                        Some(Response::ok(late.clone()))
-                    } else {
-                        None
-                    }
+    /// Answer the held requests that are decided now.
+    pub(super) fn answer_held(&mut self) {
+        let now = self.os.now();
+        let held = std::mem::take(&mut self.held);
+        for mut h in held {
+            match self.outcome(&h.wait, now, now >= h.deadline) {
+                Outcome::Done(r) => self.out.push(Out::Answer(h.client, r)),
+                Outcome::Pending(wake) => {
+                    h.wake = wake;
+                    self.held.push(h);
                 }
-                WaitKind::Restart(name, old) => match states.first() {
-                    Some((State::Running, pid, ..)) if pid != old => {
-                        Some(Response::ok(format!("Service '{name}' restarted")))
-                    }
-                    Some((State::Failed | State::Inactive, _, why, false)) => {
-                        Some(Response::err(format!(
-                            "Service '{name}' did not restart: {}",
-                            why.clone().unwrap_or_else(|| "it is stopped".into())
-                        )))
-                    }
-                    _ if now >= w.deadline => Some(Response::ok(format!(
-                        "Service '{name}' is restarting (waiting for the old process to exit)"
-                    ))),
-                    None => Some(Response::err(format!("Service '{name}' is gone"))),
-                    _ => None,
-                },
-            };
-            match reply {
-                Some(r) => {
-                    if let Some(c) = self.conns.get_mut(&w.conn) {
-                        c.send(&r);
-                        c.busy = false;
-                    }
-                }
-                None => self.waiters.push(w),
             }
         }
     }
 
-    pub(super) fn enable(&mut self, name: &str, now: bool) -> Response {
+    fn outcome(&self, w: &Wait, now: Instant, late: bool) -> Outcome {
+        match w {
+            Wait::Stop {
+                ids,
+                done,
+                late: late_text,
+            } => {
+                if ids
+                    .iter()
+                    .all(|id| self.table.get(*id).is_none_or(|s| s.state().down()))
+                {
+                    Outcome::Done(Response::ok(done.clone()))
+                } else if late {
+                    Outcome::Done(Response::ok(late_text.clone()))
+                } else {
+                    Outcome::Pending(None)
+                }
+            }
+            Wait::Restart { id, name, runs } => {
+                let Some(s) = self.table.get(*id) else {
+                    return Outcome::Done(Response::err(format!("Service '{name}' is gone")));
+                };
+                let m = s.m();
+                let why = || {
+                    m.reason()
+                        .or_else(|| m.last_exit().map(|e| e.reason()))
+                        .unwrap_or_else(|| "it is stopped".into())
+                };
+                if m.runs() > *runs {
+                    // The new run started: it must still be that run, alive.
+                    let alive = m.runs() == runs + 1 && *s.state() == State::Running;
+                    if !alive {
+                        return Outcome::Done(Response::err(format!(
+                            "Service '{name}' did not survive its restart: {}",
+                            why()
+                        )));
+                    }
+                    let since = m.run_started().unwrap_or(now);
+                    let at = since + RESTART_GRACE;
+                    return if now >= at || late {
+                        Outcome::Done(Response::ok(format!("Service '{name}' restarted")))
+                    } else {
+                        Outcome::Pending(Some(at))
+                    };
+                }
+                let not_restarted = || {
+                    Outcome::Done(Response::err(format!(
+                        "Service '{name}' did not restart: {}",
+                        why()
+                    )))
+                };
+                match s.state() {
+                    State::Failed | State::Inactive | State::Invalid if !m.restart_pending() => {
+                        not_restarted()
+                    }
+                    State::Failed | State::Inactive | State::Invalid => Outcome::Pending(None),
+                    State::Running
+                    | State::Stopping
+                    | State::Waiting { .. }
+                    | State::AutoRestart => {
+                        if late {
+                            Outcome::Done(Response::ok(format!(
+                                "Service '{name}' is restarting (waiting for the old process to exit)"
+                            )))
+                        } else {
+                            Outcome::Pending(None)
+                        }
+                    }
+                }
+            }
+        }
+    }
+
+    fn enable(&mut self, name: &str, start: bool) -> Response {
         let dir = PathBuf::from(&self.cfg.service_dir);
         let on = unit::unit_path(&dir, name, true);
         let off = unit::unit_path(&dir, name, false);
@@ -364,7 +472,7 @@ impl Supervisor {
             ));
         }
         if on.exists() {
-            if self.id_of(name).is_none() {
+            if self.table.id_of(name).is_none() {
                 // A file init has not loaded yet.
                 self.reload_one(name, &on);
             }
@@ -386,13 +494,13 @@ impl Supervisor {
         } else {
             return Response::err(format!("Service '{name}' not found in {}", dir.display()));
         }
-        if now {
-            match self.id_of(name) {
+        if start {
+            match self.table.id_of(name) {
                 Some(id) => match self.start_request(id, name) {
-                    Some(Response::Error { message }) => {
+                    Response::Error { message } => {
                         return Response::err(format!("{msg}; but {message}"))
                     }
-                    Some(Response::Success { message }) => msg = format!("{msg}; {message}"),
+                    Response::Success { message } => msg = format!("{msg}; {message}"),
                     _ => {}
                 },
                 None => return Response::err(format!("{msg}; but it could not be loaded")),
@@ -401,26 +509,27 @@ impl Supervisor {
         Response::ok(msg)
     }
 
-    /// Answered at once, or (None) once the service has stopped.
-    pub(super) fn disable(&mut self, cid: usize, name: &str) -> Option<Response> {
+    /// Answered at once, or held until the service has stopped.
+    fn disable(&mut self, client: ClientId, name: &str) -> Reply {
         let dir = PathBuf::from(&self.cfg.service_dir);
         let on = unit::unit_path(&dir, name, true);
         let off = unit::unit_path(&dir, name, false);
+        let now = |r: Response| Reply::Now(r);
         if !on.exists() {
-            return Some(if off.exists() {
+            return now(if off.exists() {
                 Response::ok(format!("Service '{name}' is already disabled"))
             } else {
                 Response::err(format!("Service '{name}' not found in {}", dir.display()))
             });
         }
         if off.exists() {
-            return Some(Response::err(format!(
+            return now(Response::err(format!(
                 "cannot disable '{name}': {} already exists; remove one of the two files",
                 off.display()
             )));
         }
         if let Err(e) = std::fs::rename(&on, &off) {
-            return Some(Response::err(format!(
+            return now(Response::err(format!(
                 "cannot rename {} to {}: {e}",
                 on.display(),
                 off.display()
@@ -431,34 +540,34 @@ impl Supervisor {
             file_name(&on),
             file_name(&off)
         );
-        let Some(id) = self.id_of(name) else {
-            return Some(Response::ok(msg));
+        let Some(id) = self.table.id_of(name) else {
+            return now(Response::ok(msg));
         };
-        if let Some(s) = self.services.get_mut(&id) {
+        if let Some(s) = self.table.get_mut(id) {
             s.file_enabled = false;
         }
-        if self.services.get(&id).is_none_or(|s| s.m.state.down()) {
-            return Some(Response::ok(msg));
+        if self.table.get(id).is_none_or(|s| s.state().down()) {
+            return now(Response::ok(msg));
         }
         let set = self.stop_set(id);
         let what = self.stop_phrase(name, &set).replacen("Service '", "'", 1);
-        let kind = WaitKind::Stop {
+        let wait = Wait::Stop {
+            ids: set.clone(),
             done: format!("{msg}; {what} stopped"),
             late: format!("{msg}; {what} still stopping"),
         };
-        self.stop_and_wait(cid, set, kind);
-        None
+        self.stop_and_hold(client, set, wait)
     }
 
     /// Load or refresh one service file (after enable).
-    pub(super) fn reload_one(&mut self, name: &str, path: &Path) {
+    fn reload_one(&mut self, name: &str, path: &Path) {
         let Ok(units) = unit::scan(Path::new(&self.cfg.service_dir)) else {
             return;
         };
         let Some(u) = units.into_iter().find(|u| u.name == name) else {
             return;
         };
-        match self.id_of(name) {
+        match self.table.id_of(name) {
             Some(id) => {
                 if let Err(e) = self.update_service(id, u) {
                     error!("{}: {e}", path.display());
@@ -468,13 +577,13 @@ impl Supervisor {
                 self.add_service(u);
             }
         }
-        self.compute_order(false);
+        self.rebuild_deps(false);
     }
 
     /// Apply a re-read file to a known service. Returns whether the
     /// definition changed, or the error.
-    pub(super) fn update_service(&mut self, id: usize, u: UnitFile) -> Result<bool, String> {
-        let Some(s) = self.services.get_mut(&id) else {
+    fn update_service(&mut self, id: usize, u: UnitFile) -> Result<bool, String> {
+        let Some(s) = self.table.get_mut(id) else {
             return Ok(false);
         };
         s.file_enabled = u.file_enabled;
@@ -485,17 +594,20 @@ impl Supervisor {
                 if current == Some(&new) {
                     return Ok(false);
                 }
-                if s.m.state.active() && s.def.is_some() {
+                if s.state().active() && s.def.is_some() {
                     s.pending = Some(new);
                 } else {
                     s.def = Some(new);
                     s.pending = None;
                 }
+                self.queue.push_back(Work::Feed(id, Event::Validated));
                 Ok(true)
             }
             Err(e) => {
-                if !s.m.state.active() {
+                if !s.state().active() {
                     s.def = None;
+                    self.queue
+                        .push_back(Work::Feed(id, Event::Invalidated(e.clone())));
                 }
                 s.pending = None;
                 s.load_error = Some(e.clone());
@@ -507,6 +619,12 @@ impl Supervisor {
     /// Re-read init.yaml's service settings and every service file; start
     /// what is new, stop what is gone, keep what runs unchanged.
     pub fn reload(&mut self) -> String {
+        let msg = self.reload_files();
+        self.drain();
+        msg
+    }
+
+    fn reload_files(&mut self) -> String {
         let mut errors = Vec::new();
         let loaded = crate::config::load(&self.config_path);
         if let Some(e) = loaded.error {
@@ -517,7 +635,7 @@ impl Supervisor {
             self.cfg.max_log_size = c.max_log_size;
             self.cfg.max_log_files = c.max_log_files;
             self.cfg.service_dir = c.service_dir;
-            self.logset = log_settings(&self.cfg);
+            self.logset = super::log_settings(&self.cfg);
         }
         let units = match unit::scan(Path::new(&self.cfg.service_dir)) {
             Ok(u) => u,
@@ -528,24 +646,28 @@ impl Supervisor {
         };
         let (mut added, mut removed, mut changed) = (Vec::new(), Vec::new(), Vec::new());
         let seen: BTreeSet<String> = units.iter().map(|u| u.name.clone()).collect();
-        for (id, s) in self.services.iter_mut() {
-            if !seen.contains(&s.name) && !s.removed {
-                s.removed = true;
-                removed.push(s.name.clone());
-                self.stop_queue.insert(*id);
+        for id in self.table.ids() {
+            if let Some(s) = self.table.get_mut(id) {
+                if !seen.contains(&s.name) && !s.removed {
+                    s.removed = true;
+                    removed.push(s.name.clone());
+                    self.stop_queue.insert(id);
+                }
             }
         }
+        self.queue_stops();
         let mut new_ids = Vec::new();
         for u in units {
             let name = u.name.clone();
             let path = u.path.display().to_string();
-            match self.id_of(&name) {
+            match self.table.id_of(&name) {
                 Some(id) => {
                     // Invalid since it was loaded and never run: once fixed it
                     // is as good as new, and starts if enabled.
-                    let fixed = self.services.get(&id).is_some_and(|s| {
-                        s.def.is_none() && s.m.state == State::Inactive && s.m.last_exit.is_none()
-                    });
+                    let fixed = self
+                        .table
+                        .get(id)
+                        .is_some_and(|s| *s.state() == State::Invalid && s.m().runs() == 0);
                     match self.update_service(id, u) {
                         Ok(true) => {
                             if fixed {
@@ -566,15 +688,31 @@ impl Supervisor {
                 }
             }
         }
-        self.compute_order(true);
-        for id in self.order.clone() {
-            if new_ids.contains(&id)
-                && self
-                    .services
-                    .get(&id)
-                    .is_some_and(|s| s.enabled() && s.def.is_some())
-            {
-                self.start(id, false);
+        self.rebuild_deps(true);
+        // Validated/Invalidated first, then the starts.
+        self.drain();
+        for id in self.deps.order().to_vec() {
+            let startable = self
+                .table
+                .get(id)
+                .is_some_and(|s| s.enabled() && s.def.is_some());
+            if new_ids.contains(&id) && startable {
+                self.queue.push_back(Work::Start {
+                    id,
+                    manual: false,
+                    pull_in: true,
+                });
+            }
+            // Requirements may have changed for what waits.
+            if matches!(
+                self.table.get(id).map(|s| s.state()),
+                Some(State::Waiting { .. })
+            ) {
+                self.queue.push_back(Work::Start {
+                    id,
+                    manual: false,
+                    pull_in: false,
+                });
             }
         }
         let list = |v: &Vec<String>| {
@@ -600,18 +738,18 @@ impl Supervisor {
     }
 }
 
-pub(super) fn summary(s: &Service) -> ServiceSummary {
+fn summary(s: &super::table::Service) -> ServiceSummary {
     ServiceSummary {
         name: s.name.clone(),
         enabled: s.enabled(),
-        active: s.m.state.active(),
+        active: s.state().active(),
         restart_policy: s.def.as_ref().map_or("no", |d| d.restart.as_str()).into(),
-        restart_count: s.m.restart_count,
-        state: s.state_name().into(),
+        restart_count: s.m().restart_count(),
+        state: s.state().name().into(),
     }
 }
 
-pub(super) fn file_name(p: &Path) -> String {
+fn file_name(p: &Path) -> String {
     p.file_name()
         .map(|f| f.to_string_lossy().into_owned())
         .unwrap_or_default()

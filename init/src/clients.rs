@@ -1,0 +1,364 @@
+//! The clients: the Unix and VSOCK listeners and every control connection
+//! (`control::Conn`: framing, buffers, limits). Requests go to the
+//! supervisor; its answers, held answers and follower lines come back as
+//! `Out` and are queued here. A connection that ends is reported to the
+//! supervisor (`client_gone`) so nothing is kept for it.
+
+use crate::control::{Conn, Next, Stream};
+use crate::os::Os;
+use crate::supervisor::{ClientId, Out, Reply, Supervisor};
+use mio::unix::SourceFd;
+use mio::{Interest, Registry, Token};
+use shared::config::ControlConfig;
+use shared::protocol::Response;
+use std::collections::BTreeMap;
+use std::os::fd::AsRawFd;
+use std::path::{Path, PathBuf};
+use std::time::Instant;
+
+pub const UNIX_LISTENER: Token = Token(2);
+pub const VSOCK_LISTENER: Token = Token(3);
+/// Tokens at or above this are connections.
+pub const CONN_BASE: usize = 1 << 62;
+const MAX_CONNS: usize = 256;
+/// Requests served from one connection per loop turn before others get a turn.
+const REQUESTS_PER_TURN: usize = 64;
+
+pub struct Clients {
+    unix: Option<mio::net::UnixListener>,
+    /// The socket file we bound (dev, inode): removed at exit if still ours.
+    unix_file: Option<(PathBuf, u64, u64)>,
+    vsock: Option<vsock::VsockListener>,
+    conns: BTreeMap<ClientId, Conn>,
+    next: ClientId,
+}
+
+/// The Unix control socket could not be bound because another process
+/// serves it.
+#[derive(Debug)]
+pub struct SocketInUse(pub String);
+
+impl Clients {
+    /// Open the listeners the config asks for. A live socket of another
+    /// process at the Unix path is an error; any other failure is logged
+    /// (the other transport still serves).
+    pub fn open(reg: &Registry, c: &ControlConfig) -> Result<Clients, SocketInUse> {
+        let mut cl = Clients {
+            unix: None,
+            unix_file: None,
+            vsock: None,
+            conns: BTreeMap::new(),
+            next: 0,
+        };
+        if c.unix_socket_enabled {
+            let path = Path::new(&c.unix_socket_path);
+            match bind_unix(path) {
+                Ok(mut l) => match reg.register(&mut l, UNIX_LISTENER, Interest::READABLE) {
+                    Ok(()) => {
+                        info!("control socket listening on {}", c.unix_socket_path);
+                        cl.unix_file = file_id(path).map(|(d, i)| (path.to_path_buf(), d, i));
+                        cl.unix = Some(l);
+                    }
+                    Err(e) => error!("control socket {}: {e}", c.unix_socket_path),
+                },
+                Err(e) if e.kind() == std::io::ErrorKind::AddrInUse => {
+                    return Err(SocketInUse(format!(
+                        "control socket {}: {e}",
+                        c.unix_socket_path
+                    )));
+                }
+                Err(e) => error!("control socket {}: {e}", c.unix_socket_path),
+            }
+        }
+        if c.vsock_enabled {
+            let bound = vsock::VsockListener::bind_with_cid_port(c.vsock_cid, c.vsock_port)
+                .and_then(|l| {
+                    l.set_nonblocking(true)?;
+                    reg.register(
+                        &mut SourceFd(&l.as_raw_fd()),
+                        VSOCK_LISTENER,
+                        Interest::READABLE,
+                    )?;
+                    Ok(l)
+                });
+            match bound {
+                Ok(l) => {
+                    info!(
+                        "VSOCK control socket listening on {}:{}",
+                        c.vsock_cid, c.vsock_port
+                    );
+                    cl.vsock = Some(l);
+                }
+                Err(e) => error!(
+                    "VSOCK control socket {}:{}: {e} (the Unix socket still works)",
+                    c.vsock_cid, c.vsock_port
+                ),
+            }
+        }
+        Ok(cl)
+    }
+
+    /// Remove the socket file at exit, if it is still the one we bound.
+    pub fn close(&mut self) {
+        if let Some((path, dev, ino)) = self.unix_file.take() {
+            if file_id(&path) == Some((dev, ino)) {
+                let _ = std::fs::remove_file(&path);
+            }
+        }
+    }
+
+    pub fn accept(&mut self, reg: &Registry, t: Token, now: Instant) {
+        loop {
+            let stream = if t == UNIX_LISTENER {
+                match self.unix.as_ref().map(|l| l.accept()) {
+                    Some(Ok((s, _))) => Stream::Unix(s),
+                    Some(Err(e)) if e.kind() == std::io::ErrorKind::WouldBlock => return,
+                    Some(Err(e)) => {
+                        error!("accept: {e}");
+                        return;
+                    }
+                    None => return,
+                }
+            } else {
+                match self.vsock.as_ref().map(|l| l.accept()) {
+                    Some(Ok((s, _))) => {
+                        if let Err(e) = s.set_nonblocking(true) {
+                            error!("vsock connection: {e}");
+                            continue;
+                        }
+                        Stream::Vsock(s)
+                    }
+                    Some(Err(e)) if e.kind() == std::io::ErrorKind::WouldBlock => return,
+                    Some(Err(e)) => {
+                        error!("vsock accept: {e}");
+                        return;
+                    }
+                    None => return,
+                }
+            };
+            let mut conn = Conn::new(stream, now);
+            if self.conns.len() >= MAX_CONNS {
+                conn.send(&Response::err("too many connections"));
+                conn.flush(now);
+                continue; // dropped here
+            }
+            let cid = self.next;
+            self.next += 1;
+            let fd = conn.stream.raw_fd();
+            match reg.register(
+                &mut SourceFd(&fd),
+                Token(CONN_BASE + cid as usize),
+                Interest::READABLE | Interest::WRITABLE,
+            ) {
+                Ok(()) => {
+                    self.conns.insert(cid, conn);
+                }
+                Err(e) => error!("register connection: {e}"),
+            }
+        }
+    }
+
+    /// Readiness of a connection: read, write, serve. True if it has more
+    /// requests waiting than one turn serves.
+    pub fn on_conn<O: Os>(
+        &mut self,
+        reg: &Registry,
+        cid: ClientId,
+        sup: &mut Supervisor<O>,
+        now: Instant,
+    ) -> bool {
+        if let Some(c) = self.conns.get_mut(&cid) {
+            c.fill(now);
+            c.flush(now);
+        }
+        self.serve(reg, cid, sup, now)
+    }
+
+    /// Answer buffered requests while the client may take more; drop it
+    /// when done. True if requests are left for another turn.
+    pub fn serve<O: Os>(
+        &mut self,
+        reg: &Registry,
+        cid: ClientId,
+        sup: &mut Supervisor<O>,
+        now: Instant,
+    ) -> bool {
+        let mut more = false;
+        for n in 0.. {
+            let Some(c) = self.conns.get_mut(&cid) else {
+                return false;
+            };
+            if !c.wants_requests() {
+                break;
+            }
+            if n == REQUESTS_PER_TURN {
+                more = true;
+                break;
+            }
+            match c.next() {
+                // Input left in the kernel while this client was busy sends
+                // no new edge: read again before waiting for one.
+                Next::Incomplete => {
+                    if !c.read_closed && c.fill(now) {
+                        continue;
+                    }
+                    break;
+                }
+                Next::Invalid(msg) => c.send(&Response::err(msg)),
+                Next::Fatal(msg) => {
+                    c.send(&Response::err(msg));
+                    c.close_after_flush = true;
+                }
+                Next::Request(req) => {
+                    let reply = sup.request(cid, req);
+                    if let Some(c) = self.conns.get_mut(&cid) {
+                        match reply {
+                            Reply::Now(r) => c.send(&r),
+                            Reply::Later => c.busy = true,
+                            Reply::Stream(first) => c.start_follow(&first),
+                        }
+                    }
+                    // What the request did may concern other clients too.
+                    self.deliver(sup.take_out(), now);
+                }
+            }
+        }
+        self.finish(reg, cid, sup, now);
+        more
+    }
+
+    /// Flush a connection; drop it if it is done.
+    fn finish<O: Os>(
+        &mut self,
+        reg: &Registry,
+        cid: ClientId,
+        sup: &mut Supervisor<O>,
+        now: Instant,
+    ) {
+        let Some(c) = self.conns.get_mut(&cid) else {
+            return;
+        };
+        c.flush(now);
+        if c.done() {
+            if let Some(c) = self.conns.remove(&cid) {
+                let _ = reg.deregister(&mut SourceFd(&c.stream.raw_fd()));
+            }
+            sup.client_gone(cid);
+        }
+    }
+
+    /// Queue what the supervisor has for clients. Returns the clients that
+    /// got a held answer (they may have more requests to serve).
+    pub fn deliver(&mut self, out: Vec<Out>, now: Instant) -> Vec<ClientId> {
+        let mut answered = Vec::new();
+        for o in out {
+            match o {
+                Out::Answer(cid, r) => {
+                    if let Some(c) = self.conns.get_mut(&cid) {
+                        c.send(&r);
+                        c.busy = false;
+                        answered.push(cid);
+                    }
+                }
+                Out::Stream(cid, r) => {
+                    if let Some(c) = self.conns.get_mut(&cid) {
+                        c.send_follow(&r);
+                        c.flush(now);
+                    }
+                }
+            }
+        }
+        answered
+    }
+
+    /// Deliver, then serve the clients that were waiting on an answer and
+    /// settle every connection touched (flush, drop finished ones).
+    pub fn deliver_and_serve<O: Os>(
+        &mut self,
+        reg: &Registry,
+        sup: &mut Supervisor<O>,
+        now: Instant,
+    ) -> Vec<ClientId> {
+        let mut again = Vec::new();
+        let out = sup.take_out();
+        let touched: Vec<ClientId> = out
+            .iter()
+            .map(|o| match o {
+                Out::Answer(c, _) | Out::Stream(c, _) => *c,
+            })
+            .collect();
+        let answered = self.deliver(out, now);
+        for cid in touched {
+            if answered.contains(&cid) {
+                if self.serve(reg, cid, sup, now) {
+                    again.push(cid);
+                }
+            } else {
+                self.finish(reg, cid, sup, now);
+            }
+        }
+        again
+    }
+
+    /// Drop connections idle past their timeout, and broken ones.
+    pub fn on_timer<O: Os>(&mut self, reg: &Registry, sup: &mut Supervisor<O>, now: Instant) {
+        let ids: Vec<ClientId> = self
+            .conns
+            .iter_mut()
+            .filter_map(|(id, c)| {
+                if c.idle_deadline().is_some_and(|d| d <= now) {
+                    c.broken = true;
+                }
+                c.broken.then_some(*id)
+            })
+            .collect();
+        for cid in ids {
+            self.finish(reg, cid, sup, now);
+        }
+    }
+
+    pub fn next_deadline(&self) -> Option<Instant> {
+        self.conns.values().filter_map(Conn::idle_deadline).min()
+    }
+
+    pub fn is_conn(t: Token) -> Option<ClientId> {
+        t.0.checked_sub(CONN_BASE).map(|n| n as ClientId)
+    }
+}
+
+fn file_id(path: &Path) -> Option<(u64, u64)> {
+    use std::os::unix::fs::MetadataExt;
+    std::fs::symlink_metadata(path)
+        .ok()
+        .map(|m| (m.dev(), m.ino()))
+}
+
+/// Bind the control socket, mode 0600. A stale socket file is replaced; a
+/// live one (another process serves it) is `AddrInUse`; any other kind of
+/// file at the path is left alone and reported.
+fn bind_unix(path: &Path) -> std::io::Result<mio::net::UnixListener> {
+    use std::os::unix::fs::FileTypeExt;
+    if let Ok(meta) = std::fs::symlink_metadata(path) {
+        if meta.file_type().is_socket() {
+            if crate::sys::socket_is_live(path) {
+                return Err(std::io::Error::new(
+                    std::io::ErrorKind::AddrInUse,
+                    "another process is listening on it; not replacing it",
+                ));
+            }
+            std::fs::remove_file(path)?;
+        } else {
+            return Err(std::io::Error::new(
+                std::io::ErrorKind::AlreadyExists,
+                "path exists and is not a socket; not replacing it",
+            ));
+        }
+    }
+    if let Some(parent) = path.parent() {
+        std::fs::create_dir_all(parent)?;
+    }
+    let old = nix::sys::stat::umask(nix::sys::stat::Mode::from_bits_truncate(0o177));
+    let l = mio::net::UnixListener::bind(path);
+    nix::sys::stat::umask(old);
+    l
+}

@@ -1,0 +1,86 @@
+//! The boundary between supervision and the operating system: everything the
+//! supervisor does to processes and fds (spawn, signal a group, peek at and
+//! reap exits, watch fds on the event loop) and the clock goes through the
+//! `Os` trait. The real implementation is `sys::RealOs`; the supervisor's
+//! tests drive it with a fake one and a fake clock.
+
+use crate::unit::ServiceDef;
+use mio::Token;
+use nix::sys::signal::Signal;
+use nix::unistd::Pid;
+use std::collections::BTreeMap;
+use std::os::fd::{OwnedFd, RawFd};
+use std::time::Instant;
+
+/// How a child ended: the seed's `exit_status` (code, or 128+N for signal
+/// N) and the signal if there was one.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Exit {
+    pub code: i32,
+    pub signal: Option<i32>,
+}
+
+impl Exit {
+    pub fn success(&self) -> bool {
+        self.code == 0 && self.signal.is_none()
+    }
+    /// Why the run ended, short: "exited with code 3", "killed by SIGTERM".
+    pub fn reason(&self) -> String {
+        match self.signal {
+            Some(sig) => format!("killed by {}", signal_name(sig)),
+            None => format!("exited with code {}", self.code),
+        }
+    }
+    /// The lifecycle line: the reason plus the seed's exit status.
+    pub fn describe(&self) -> String {
+        match self.signal {
+            Some(_) => format!("{} (exit status {})", self.reason(), self.code),
+            None => self.reason(),
+        }
+    }
+}
+
+pub fn signal_name(sig: i32) -> String {
+    Signal::try_from(sig)
+        .map(|s| s.as_str().to_string())
+        .unwrap_or_else(|_| format!("signal {sig}"))
+}
+
+/// A started process.
+pub struct Spawned {
+    pub pid: Pid,
+    /// None where the kernel has no pidfd (before 5.3), or in tests.
+    pub pidfd: Option<OwnedFd>,
+    /// The read ends of its stdout and stderr; None in tests.
+    pub pipes: Option<[OwnedFd; 2]>,
+}
+
+/// The current process of a service. `gen` tells it apart from earlier
+/// processes of the same service in tokens and events.
+pub struct Proc {
+    pub pid: Pid,
+    pub pidfd: Option<OwnedFd>,
+    pub gen: u32,
+}
+
+pub trait Os {
+    fn now(&self) -> Instant;
+    fn spawn(
+        &mut self,
+        def: &ServiceDef,
+        env: &BTreeMap<String, String>,
+    ) -> Result<Spawned, String>;
+    /// Signal the process group of `p`, whose leader is not reaped yet.
+    fn signal(&mut self, p: &Proc, sig: Signal) -> Result<(), String>;
+    /// SIGKILL what is left of the group of an exited, unreaped leader.
+    fn kill_leftovers(&mut self, p: &Proc);
+    /// Has `p` exited? Looks without reaping.
+    fn exited(&mut self, p: &Proc) -> bool;
+    /// Any exited child, not reaped yet.
+    fn next_exited(&mut self) -> Option<Pid>;
+    /// Reap an exited child.
+    fn reap(&mut self, pid: Pid) -> Option<Exit>;
+    /// Deliver readiness of `fd` on the event loop as `token`.
+    fn watch(&mut self, fd: RawFd, token: Token);
+    fn unwatch(&mut self, fd: RawFd);
+}

@@ -1,0 +1,206 @@
+//! The reactor: one mio loop on one thread. It owns the poll, the signalfd
+//! and the one timerfd, and routes each token to the component that owns
+//! it: signals, deadlines and service tokens (pidfds, output pipes) to the
+//! supervisor, listeners and connections to the clients. After each batch
+//! it lets the supervisor finish its turn, delivers what it has for
+//! clients, and re-arms the timer for the earliest deadline.
+
+use crate::clients::{Clients, SocketInUse, UNIX_LISTENER, VSOCK_LISTENER};
+use crate::supervisor::{Ending, Supervisor, SVC_BASE};
+use crate::sys::{self, RealOs};
+use mio::unix::SourceFd;
+use mio::{Events, Interest, Poll, Token};
+use nix::sys::signal::Signal;
+use nix::sys::signalfd::SignalFd;
+use nix::sys::timerfd::TimerFd;
+use shared::config::InitConfig;
+use std::collections::BTreeSet;
+use std::os::fd::{AsFd, AsRawFd};
+use std::path::PathBuf;
+use std::time::{Duration, Instant};
+
+const SIGNAL: Token = Token(0);
+const TIMER: Token = Token(1);
+
+pub struct Reactor {
+    poll: Poll,
+    sigfd: SignalFd,
+    timer: TimerFd,
+    clients: Clients,
+    sup: Supervisor<RealOs>,
+    /// Sources that still had data (or requests) when their turn ran out.
+    backlog: BTreeSet<Token>,
+}
+
+/// Why the reactor could not be set up.
+pub enum SetupError {
+    Io(std::io::Error),
+    /// Another init serves the control socket.
+    SocketInUse(String),
+}
+
+impl From<std::io::Error> for SetupError {
+    fn from(e: std::io::Error) -> Self {
+        SetupError::Io(e)
+    }
+}
+
+impl Reactor {
+    pub fn new(cfg: InitConfig, config_path: PathBuf) -> Result<Self, SetupError> {
+        sys::cloexec_inherited();
+        sys::raise_fd_limit();
+        let poll = Poll::new()?;
+        let sigfd = sys::signalfd().map_err(std::io::Error::from)?;
+        let timer = sys::timerfd().map_err(std::io::Error::from)?;
+        let reg = poll.registry();
+        reg.register(
+            &mut SourceFd(&sigfd.as_raw_fd()),
+            SIGNAL,
+            Interest::READABLE,
+        )?;
+        reg.register(
+            &mut SourceFd(&timer.as_fd().as_raw_fd()),
+            TIMER,
+            Interest::READABLE,
+        )?;
+        let clients = match Clients::open(reg, &cfg.control) {
+            Ok(c) => c,
+            // PID 1 must not exit: go on with the other transport.
+            Err(SocketInUse(e)) if sys::is_pid1() => {
+                error!("{e}");
+                let mut c = cfg.control.clone();
+                c.unix_socket_enabled = false;
+                Clients::open(reg, &c).map_err(|SocketInUse(e)| SetupError::SocketInUse(e))?
+            }
+            Err(SocketInUse(e)) => return Err(SetupError::SocketInUse(e)),
+        };
+        let os = RealOs::new(reg.try_clone()?);
+        Ok(Reactor {
+            sup: Supervisor::new(os, cfg, config_path),
+            poll,
+            sigfd,
+            timer,
+            clients,
+            backlog: BTreeSet::new(),
+        })
+    }
+
+    pub fn boot(&mut self) {
+        self.sup.boot();
+        self.end_turn();
+    }
+
+    pub fn run(&mut self) -> Ending {
+        let mut events = Events::with_capacity(256);
+        loop {
+            let busy = !self.backlog.is_empty() || self.sup.busy();
+            let timeout = busy.then_some(Duration::ZERO);
+            if let Err(e) = self.poll.poll(&mut events, timeout) {
+                if e.kind() != std::io::ErrorKind::Interrupted {
+                    error!("poll: {e}");
+                }
+                continue;
+            }
+            let mut tokens: Vec<Token> = events.iter().map(|e| e.token()).collect();
+            tokens.extend(std::mem::take(&mut self.backlog));
+            for t in tokens {
+                let r = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| self.dispatch(t)));
+                if r.is_err() {
+                    error!("internal error while handling event {t:?}; carrying on");
+                }
+            }
+            let r = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| self.end_turn()));
+            if r.is_err() {
+                error!("internal error while settling; carrying on");
+            }
+            if let Some(ending) = self.sup.finished() {
+                self.clients.close();
+                return ending;
+            }
+        }
+    }
+
+    fn dispatch(&mut self, t: Token) {
+        let now = Instant::now();
+        let reg = self.poll.registry();
+        match t {
+            SIGNAL => self.on_signals(),
+            TIMER => {
+                sys::drain_counter(self.timer.as_fd().as_raw_fd());
+                self.sup.on_timer();
+                self.clients.on_timer(reg, &mut self.sup, now);
+            }
+            UNIX_LISTENER | VSOCK_LISTENER => self.clients.accept(reg, t, now),
+            Token(n) if n >= SVC_BASE => {
+                if let Some(cid) = Clients::is_conn(t) {
+                    if self.clients.on_conn(reg, cid, &mut self.sup, now) {
+                        self.backlog.insert(t);
+                    }
+                } else if self.sup.on_token(t) {
+                    self.backlog.insert(t);
+                }
+            }
+            _ => {}
+        }
+        self.deliver(now);
+    }
+
+    fn on_signals(&mut self) {
+        let mut chld = false;
+        loop {
+            match self.sigfd.read_signal() {
+                Ok(Some(info)) => match Signal::try_from(info.ssi_signo as i32) {
+                    Ok(Signal::SIGCHLD) => chld = true,
+                    Ok(Signal::SIGTERM) | Ok(Signal::SIGINT) => {
+                        info!("received signal {}: shutting down", info.ssi_signo);
+                        self.sup.begin_ending(Ending::PowerOff);
+                    }
+                    Ok(Signal::SIGHUP) => {
+                        let msg = self.sup.reload();
+                        info!("SIGHUP: {msg}");
+                    }
+                    _ => {}
+                },
+                Ok(None) => break,
+                Err(nix::errno::Errno::EINTR) => {}
+                Err(e) => {
+                    error!("signalfd: {e}");
+                    break;
+                }
+            }
+        }
+        if chld {
+            self.sup.on_sigchld();
+        }
+    }
+
+    /// Hand the supervisor's output to the clients, and serve the clients
+    /// it answered.
+    fn deliver(&mut self, now: Instant) {
+        let reg = self.poll.registry();
+        for cid in self.clients.deliver_and_serve(reg, &mut self.sup, now) {
+            self.backlog
+                .insert(Token(crate::clients::CONN_BASE + cid as usize));
+        }
+    }
+
+    fn end_turn(&mut self) {
+        self.sup.tick();
+        let now = Instant::now();
+        self.deliver(now);
+        let next = [self.sup.next_deadline(), self.clients.next_deadline()]
+            .into_iter()
+            .flatten()
+            .min();
+        let after = next.map(|d| d.saturating_duration_since(now));
+        if let Err(e) = sys::arm_timer(&self.timer, after) {
+            error!("timerfd: {e}");
+        }
+    }
+
+    /// After the loop: SIGKILL whatever is left (orphans too), reap, sync.
+    pub fn final_cleanup(&mut self) {
+        self.clients.close();
+        sys::final_cleanup();
+    }
+}

@@ -1,0 +1,732 @@
+//! The supervisor: the services (`table`), their dependency graph (`deps`),
+//! one work queue, and what each control request does (`requests`). It owns
+//! no fd of its own: it touches processes and fds only through `Os`, and it
+//! learns of events through its entry points (`on_token`, `on_sigchld`,
+//! `on_timer`, `request`, `client_gone`), each of which ends in one drain
+//! of the queue. What it has to say to clients is queued in `out` for the
+//! reactor to deliver. Tests drive it with a fake `Os` and clock.
+//!
+//! Every effect (start, event to a machine, re-checking what waits on a
+//! changed service, stop-queue progress) is a `Work` item, drained in one
+//! place, in order: nothing recurses, and there are no fixed rounds.
+
+use crate::logs::{LogSettings, Stream as Pipe};
+use crate::os::{Os, Proc};
+use crate::service::{Action, Event, Req, State};
+use crate::unit::{self, UnitFile};
+use mio::Token;
+use nix::sys::signal::Signal;
+use shared::config::InitConfig;
+use shared::protocol::Response;
+use std::collections::{BTreeMap, BTreeSet, VecDeque};
+use std::os::fd::AsRawFd;
+use std::path::{Path, PathBuf};
+use std::time::Instant;
+
+mod deps;
+mod requests;
+mod table;
+#[cfg(test)]
+mod tests;
+
+use requests::Held;
+pub use requests::Reply;
+use table::Table;
+
+/// Tokens at or above this belong to services (pidfds and output pipes).
+pub const SVC_BASE: usize = 1 << 61;
+/// Work items done per drain before the reactor gets a turn.
+const DRAIN_BUDGET: usize = 100_000;
+
+/// What a service token stands for.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Source {
+    /// The pidfd of a process: it has exited (or will be checked).
+    Exit,
+    Out(Pipe),
+}
+
+/// A token for one source of one process generation of a service: id in
+/// bits 24..61, generation (mod 2^22) in bits 2..24, source in bits 0..2.
+pub fn token(id: usize, gen: u32, src: Source) -> Token {
+    let k = match src {
+        Source::Exit => 0,
+        Source::Out(p) => 1 + p.index(),
+    };
+    Token(SVC_BASE | (id << 24) | ((gen as usize & 0x3F_FFFF) << 2) | k)
+}
+
+fn decode(t: Token) -> Option<(usize, u32, Source)> {
+    let n = t.0.checked_sub(SVC_BASE)?;
+    let src = match n & 3 {
+        0 => Source::Exit,
+        1 => Source::Out(Pipe::Stdout),
+        2 => Source::Out(Pipe::Stderr),
+        _ => return None,
+    };
+    Some((n >> 24, ((n >> 2) & 0x3F_FFFF) as u32, src))
+}
+
+fn same_gen(a: u32, b: u32) -> bool {
+    a & 0x3F_FFFF == b & 0x3F_FFFF
+}
+
+/// How init should end.
+#[derive(Clone, Copy, PartialEq, Eq, Debug)]
+pub enum Ending {
+    PowerOff,
+    Reboot,
+}
+
+/// A client of the supervisor (a control connection), as the reactor numbers it.
+pub type ClientId = u64;
+
+/// Something for the reactor to deliver to a client.
+#[derive(Debug, PartialEq)]
+pub enum Out {
+    /// The answer to a held request.
+    Answer(ClientId, Response),
+    /// New lines for a follower.
+    Stream(ClientId, Response),
+}
+
+enum Work {
+    /// Check the requirements and feed `Start`; `pull_in` starts inactive
+    /// requirements first.
+    Start {
+        id: usize,
+        manual: bool,
+        pull_in: bool,
+    },
+    /// Feed an event to the machine and carry out its step.
+    Feed(usize, Event),
+    /// A service's state changed: re-check what waits on it.
+    Changed(usize),
+    /// Stop what the stop queue allows now.
+    Stops,
+}
+
+pub struct Supervisor<O: Os> {
+    os: O,
+    cfg: InitConfig,
+    config_path: PathBuf,
+    logset: LogSettings,
+    table: Table,
+    deps: deps::Deps,
+    queue: VecDeque<Work>,
+    /// Services to stop, each once what is ordered after it is down.
+    stop_queue: BTreeSet<usize>,
+    /// A `Work::Stops` is in the queue.
+    stops_queued: bool,
+    held: Vec<Held>,
+    /// Followers: which service each streaming client follows.
+    followers: BTreeMap<ClientId, usize>,
+    out: Vec<Out>,
+    ending: Option<Ending>,
+    started_at: Instant,
+    /// The read buffer for output pipes, allocated once.
+    pipe_buf: Vec<u8>,
+}
+
+impl<O: Os> Supervisor<O> {
+    pub fn new(os: O, cfg: InitConfig, config_path: PathBuf) -> Self {
+        let logset = log_settings(&cfg);
+        let started_at = os.now();
+        Supervisor {
+            os,
+            cfg,
+            config_path,
+            logset,
+            table: Table::default(),
+            deps: deps::Deps::default(),
+            queue: VecDeque::new(),
+            stop_queue: BTreeSet::new(),
+            stops_queued: false,
+            held: Vec::new(),
+            followers: BTreeMap::new(),
+            out: Vec::new(),
+            ending: None,
+            started_at,
+            pipe_buf: Vec::new(),
+        }
+    }
+
+    #[cfg(test)]
+    pub fn os(&mut self) -> &mut O {
+        &mut self.os
+    }
+
+    // ----- entry points --------------------------------------------------
+
+    /// Load every service file and start the enabled ones in order.
+    pub fn boot(&mut self) {
+        if let Err(e) = std::fs::create_dir_all(&self.logset.dir) {
+            error!("log directory {}: {e}", self.logset.dir.display());
+        }
+        match unit::scan(Path::new(&self.cfg.service_dir)) {
+            Ok(units) => {
+                for u in units {
+                    self.add_service(u);
+                }
+            }
+            Err(e) => error!("service directory: {e}"),
+        }
+        self.rebuild_deps(true);
+        info!(
+            "{} services loaded; start order: {}",
+            self.table.len(),
+            self.deps
+                .order()
+                .iter()
+                .filter_map(|id| self.table.get(*id).map(|s| s.name.as_str()))
+                .collect::<Vec<_>>()
+                .join(", ")
+        );
+        for id in self.deps.order().to_vec() {
+            if self
+                .table
+                .get(id)
+                .is_some_and(|s| s.enabled() && s.def.is_some())
+            {
+                self.queue.push_back(Work::Start {
+                    id,
+                    manual: false,
+                    pull_in: true,
+                });
+            }
+        }
+        self.drain();
+    }
+
+    /// Readiness of a service token. Returns true when a pipe still has
+    /// data after its read budget (the reactor comes back to it soon).
+    pub fn on_token(&mut self, t: Token) -> bool {
+        let Some((id, gen, src)) = decode(t) else {
+            return false;
+        };
+        let more = match src {
+            Source::Exit => {
+                // Only the current process of the service, and only once it
+                // has really exited: an event of an earlier run is ignored.
+                let current = self
+                    .table
+                    .get(id)
+                    .and_then(|s| s.proc_())
+                    .filter(|p| same_gen(p.gen, gen));
+                if let Some(p) = current {
+                    if self.os.exited(p) {
+                        self.proc_exited(id);
+                    }
+                }
+                false
+            }
+            Source::Out(pipe) => {
+                let current = self
+                    .table
+                    .get(id)
+                    .is_some_and(|s| s.out.is_current(pipe, gen));
+                current && self.read_pipe(id, pipe)
+            }
+        };
+        self.drain();
+        more
+    }
+
+    /// SIGCHLD: find every exited child; services' and orphans'.
+    pub fn on_sigchld(&mut self) {
+        for _ in 0..100_000 {
+            let Some(pid) = self.os.next_exited() else {
+                break;
+            };
+            match self.table.by_pid(pid.as_raw()) {
+                Some(id) => self.proc_exited(id),
+                None => match self.os.reap(pid) {
+                    Some(exit) => info!("reaped orphan {pid} ({})", exit.describe()),
+                    None => break, // could not reap it: do not spin
+                },
+            }
+        }
+        self.drain();
+    }
+
+    /// The timer fired: machines' deadlines that are due.
+    pub fn on_timer(&mut self) {
+        let now = self.os.now();
+        for id in self.table.due(now) {
+            self.queue.push_back(Work::Feed(id, Event::Deadline));
+        }
+        self.drain();
+    }
+
+    /// A client went away: forget its held answers and its following.
+    pub fn client_gone(&mut self, client: ClientId) {
+        self.held.retain(|h| h.client != client);
+        self.followers.remove(&client);
+    }
+
+    /// The earliest deadline: a machine's, or a held answer's.
+    pub fn next_deadline(&self) -> Option<Instant> {
+        self.table
+            .next_deadline()
+            .into_iter()
+            .chain(self.held.iter().map(Held::wake))
+            .min()
+    }
+
+    /// Work left over after a drain budget ran out.
+    pub fn busy(&self) -> bool {
+        !self.queue.is_empty()
+    }
+
+    /// End of a loop turn: finish the work, answer held requests that are
+    /// decided, forget removed services that are down.
+    pub fn tick(&mut self) {
+        self.drain();
+        self.answer_held();
+        self.forget_removed();
+    }
+
+    /// Take what is to be delivered to clients.
+    pub fn take_out(&mut self) -> Vec<Out> {
+        std::mem::take(&mut self.out)
+    }
+
+    /// Every service is down once init is ending: return how to end.
+    pub fn finished(&self) -> Option<Ending> {
+        let ending = self.ending?;
+        self.table
+            .iter()
+            .all(|(_, s)| s.proc_().is_none() && s.state().down())
+            .then_some(ending)
+    }
+
+    pub fn begin_ending(&mut self, how: Ending) {
+        if self.ending.is_some() {
+            return;
+        }
+        info!(
+            "{}: stopping services in reverse dependency order",
+            if how == Ending::Reboot {
+                "reboot"
+            } else {
+                "shutdown"
+            }
+        );
+        self.ending = Some(how);
+        self.stop_queue.extend(self.table.ids());
+        self.queue_stops();
+        self.drain();
+    }
+
+    // ----- the queue -----------------------------------------------------
+
+    fn drain(&mut self) {
+        for _ in 0..DRAIN_BUDGET {
+            let Some(w) = self.queue.pop_front() else {
+                return;
+            };
+            match w {
+                Work::Start {
+                    id,
+                    manual,
+                    pull_in,
+                } => self.start(id, manual, pull_in),
+                Work::Feed(id, ev) => self.feed(id, ev),
+                Work::Changed(id) => self.changed(id),
+                Work::Stops => {
+                    self.stops_queued = false;
+                    self.stops();
+                }
+            }
+        }
+    }
+
+    fn start(&mut self, id: usize, manual: bool, pull_in: bool) {
+        if self.ending.is_some() {
+            return;
+        }
+        let (req, pull) = self.requirements(id, pull_in);
+        if pull.is_empty() {
+            self.feed(id, Event::Start { manual, req });
+            return;
+        }
+        // Start the requirements first, then look again.
+        self.queue.push_front(Work::Start {
+            id,
+            manual,
+            pull_in: false,
+        });
+        for rid in pull.into_iter().rev() {
+            self.queue.push_front(Work::Start {
+                id: rid,
+                manual: false,
+                pull_in: true,
+            });
+        }
+    }
+
+    fn feed(&mut self, id: usize, ev: Event) {
+        let now = self.os.now();
+        let Some((step, changed)) = self.table.feed(id, ev, now) else {
+            return;
+        };
+        if let Some(line) = &step.log {
+            self.log_event(id, line);
+        }
+        match step.action {
+            Action::Spawn => self.spawn(id),
+            Action::Term => self.signal(id, Signal::SIGTERM),
+            Action::Kill => self.signal(id, Signal::SIGKILL),
+            Action::StartAgain => self.queue.push_back(Work::Start {
+                id,
+                manual: false,
+                pull_in: true,
+            }),
+            Action::None => {}
+        }
+        if changed {
+            self.queue.push_back(Work::Changed(id));
+        }
+    }
+
+    /// What waits on `id` may start or fail now; the stop queue may move.
+    fn changed(&mut self, id: usize) {
+        for d in self.deps.required_by(id).to_vec() {
+            if matches!(
+                self.table.get(d).map(|s| s.state()),
+                Some(State::Waiting { .. })
+            ) {
+                self.queue.push_back(Work::Start {
+                    id: d,
+                    manual: false,
+                    pull_in: false,
+                });
+            }
+        }
+        self.queue_stops();
+    }
+
+    fn queue_stops(&mut self) {
+        if !self.stop_queue.is_empty() && !self.stops_queued {
+            self.stops_queued = true;
+            self.queue.push_back(Work::Stops);
+        }
+    }
+
+    /// Can `id` start now? The answer, and the inactive requirements to
+    /// start first when `pull_in`. Reads only.
+    fn requirements(&self, id: usize, pull_in: bool) -> (Req, Vec<usize>) {
+        let reqs = self.deps.requires(id);
+        if reqs.is_empty() {
+            return (Req::Ready, Vec::new());
+        }
+        // What requires this one: a requirement among them is a Requires
+        // cycle, warned about at load; start without waiting for it.
+        let behind = self.deps.dependents(id);
+        let (mut wait, mut pull) = (Vec::new(), Vec::new());
+        for r in reqs {
+            let rid = match r {
+                Ok(rid) => *rid,
+                Err(name) => {
+                    let why = format!("required service '{name}' does not exist");
+                    return (Req::Failed(why), Vec::new());
+                }
+            };
+            let Some(rs) = self.table.get(rid) else {
+                continue;
+            };
+            let name = &rs.name;
+            let fail = |why: String| (Req::Failed(why), Vec::new());
+            if rs.def.is_none() {
+                return fail(format!("required service '{name}' is invalid"));
+            }
+            if !rs.enabled() && !rs.state().active() {
+                return fail(format!("required service '{name}' is disabled"));
+            }
+            if behind.contains(&rid) {
+                continue;
+            }
+            match rs.state() {
+                State::Running => {}
+                State::Failed => {
+                    let why = rs
+                        .m()
+                        .reason()
+                        .map(|w| format!(": {w}"))
+                        .unwrap_or_default();
+                    return fail(format!("required service '{name}' failed{why}"));
+                }
+                State::Invalid => return fail(format!("required service '{name}' is invalid")),
+                State::Inactive if pull_in => {
+                    pull.push(rid);
+                    wait.push(name.clone());
+                }
+                State::Inactive => {
+                    return fail(format!("required service '{name}' is not running"));
+                }
+                State::Waiting { .. } | State::Stopping | State::AutoRestart => {
+                    wait.push(name.clone())
+                }
+            }
+        }
+        if wait.is_empty() {
+            (Req::Ready, pull)
+        } else {
+            (Req::Wait(wait), pull)
+        }
+    }
+
+    /// Stop queued services, each once nothing ordered after it is up.
+    fn stops(&mut self) {
+        for id in self.stop_queue.clone() {
+            let Some(state) = self.table.get(id).map(|s| s.state().clone()) else {
+                self.stop_queue.remove(&id);
+                continue;
+            };
+            match state {
+                State::Inactive | State::Invalid | State::Failed => {
+                    self.stop_queue.remove(&id);
+                }
+                State::Stopping => {}
+                State::Waiting { .. } | State::AutoRestart => self.feed(id, Event::Stop),
+                State::Running => {
+                    let blocked = self.deps.later(id).iter().any(|o| {
+                        self.stop_queue.contains(o)
+                            && self.table.get(*o).is_some_and(|s| !s.state().down())
+                    });
+                    if !blocked {
+                        self.feed(id, Event::Stop);
+                    }
+                }
+            }
+        }
+    }
+
+    // ----- carrying out actions ------------------------------------------
+
+    fn spawn(&mut self, id: usize) {
+        let Some(s) = self.table.get_mut(id) else {
+            return;
+        };
+        if let Some(new) = s.pending.take() {
+            s.def = Some(new);
+        }
+        let Some(def) = s.def.clone() else {
+            let why = "no valid definition".to_string();
+            self.queue
+                .push_front(Work::Feed(id, Event::SpawnFailed(why)));
+            return;
+        };
+        // Output of an earlier run still open (a leftover child holds it):
+        // keep what it holds, then let it go.
+        for pipe in Pipe::ALL {
+            self.read_pipe(id, pipe);
+            self.close_pipe(id, pipe);
+        }
+        match self.os.spawn(&def, &self.cfg.environment) {
+            Ok(sp) => {
+                let gen = self.table.next_gen();
+                if let Some(fd) = &sp.pidfd {
+                    self.os.watch(fd.as_raw_fd(), token(id, gen, Source::Exit));
+                }
+                if let Some(pipes) = sp.pipes {
+                    for pipe in Pipe::ALL {
+                        if let Some(fd) = pipes.get(pipe.index()) {
+                            self.os
+                                .watch(fd.as_raw_fd(), token(id, gen, Source::Out(pipe)));
+                        }
+                    }
+                    if let Some(s) = self.table.get_mut(id) {
+                        s.out.attach(pipes, gen);
+                    }
+                }
+                let pid = sp.pid;
+                self.table.set_proc(
+                    id,
+                    Proc {
+                        pid,
+                        pidfd: sp.pidfd,
+                        gen,
+                    },
+                );
+                self.log_event(id, &format!("started with PID {pid}"));
+            }
+            Err(why) => {
+                self.log_event(id, &format!("start failed: {why}"));
+                self.queue
+                    .push_front(Work::Feed(id, Event::SpawnFailed(why)));
+            }
+        }
+    }
+
+    fn signal(&mut self, id: usize, sig: Signal) {
+        let Some(s) = self.table.get(id) else {
+            return;
+        };
+        let Some(p) = s.proc_() else { return };
+        let timeout = s.policy().timeout_stop_sec;
+        let msg = match (sig, self.os.signal(p, sig)) {
+            (Signal::SIGTERM, Ok(())) => {
+                format!("stopping: sent SIGTERM (SIGKILL after {timeout}s)")
+            }
+            (Signal::SIGKILL, Ok(())) => "stop timeout: sent SIGKILL to the process group".into(),
+            (sig, Err(e)) => format!("cannot send {sig}: {e}"),
+            (sig, Ok(())) => format!("sent {sig}"),
+        };
+        self.log_event(id, &msg);
+    }
+
+    /// The current process of `id` has exited and is not reaped yet: kill
+    /// what is left of its group (the id cannot be recycled while the
+    /// leader is a zombie), reap it, log what it wrote, tell the machine.
+    fn proc_exited(&mut self, id: usize) {
+        let Some(p) = self.table.get(id).and_then(|s| s.proc_()) else {
+            return;
+        };
+        self.os.kill_leftovers(p);
+        let pid = p.pid;
+        let Some(exit) = self.os.reap(pid) else {
+            return;
+        };
+        if let Some(p) = self.table.take_proc(id) {
+            if let Some(fd) = &p.pidfd {
+                self.os.unwatch(fd.as_raw_fd());
+            }
+        }
+        for pipe in Pipe::ALL {
+            self.read_pipe(id, pipe);
+        }
+        self.log_event(id, &exit.describe());
+        self.queue.push_back(Work::Feed(id, Event::Exited(exit)));
+    }
+
+    // ----- output ----------------------------------------------------------
+
+    fn followed(&self, id: usize) -> bool {
+        self.followers.values().any(|f| *f == id)
+    }
+
+    /// Read a pipe into the service's log. True if data is left.
+    fn read_pipe(&mut self, id: usize, pipe: Pipe) -> bool {
+        let followed = self.followed(id);
+        let mut buf = std::mem::take(&mut self.pipe_buf);
+        buf.resize(crate::output::PIPE_READ, 0);
+        let mut lines = Vec::new();
+        let r = match self.table.get_mut(id) {
+            Some(s) => s
+                .out
+                .read(pipe, &self.logset, followed, &mut buf, &mut lines),
+            None => crate::output::Drained::Empty,
+        };
+        self.pipe_buf = buf;
+        self.forward(id, lines);
+        match r {
+            crate::output::Drained::Empty => false,
+            crate::output::Drained::More => true,
+            crate::output::Drained::Eof => {
+                self.close_pipe(id, pipe);
+                false
+            }
+        }
+    }
+
+    fn close_pipe(&mut self, id: usize, pipe: Pipe) {
+        let mut lines = Vec::new();
+        let fd = match self.table.get_mut(id) {
+            Some(s) => s.out.close(pipe, &self.logset, &mut lines),
+            None => None,
+        };
+        if let Some(fd) = fd {
+            self.os.unwatch(fd.as_raw_fd());
+        }
+        self.forward(id, lines);
+    }
+
+    fn log_event(&mut self, id: usize, msg: &str) {
+        let mut lines = Vec::new();
+        if let Some(s) = self.table.get_mut(id) {
+            s.out.log.event(&self.logset, msg, &mut lines);
+            if matches!(s.state(), State::Failed) || msg.starts_with("start failed") {
+                warn!("{}: {msg}", s.name);
+            } else {
+                info!("{}: {msg}", s.name);
+            }
+        }
+        self.forward(id, lines);
+    }
+
+    /// New log lines of a service go to its followers.
+    fn forward(&mut self, id: usize, lines: Vec<String>) {
+        if lines.is_empty() {
+            return;
+        }
+        let to: Vec<ClientId> = self
+            .followers
+            .iter()
+            .filter(|(_, f)| **f == id)
+            .map(|(c, _)| *c)
+            .collect();
+        for c in to {
+            self.out.push(Out::Stream(
+                c,
+                Response::ServiceLogs {
+                    logs: lines.clone(),
+                },
+            ));
+        }
+    }
+
+    // ----- loading ---------------------------------------------------------
+
+    fn add_service(&mut self, u: UnitFile) -> usize {
+        for w in &u.warnings {
+            warn!("{}: {w}", u.path.display());
+        }
+        if let Err(e) = &u.def {
+            error!("{}: {e}", u.path.display());
+        }
+        self.table.add(u)
+    }
+
+    fn rebuild_deps(&mut self, report: bool) {
+        self.deps = deps::Deps::build(&self.table);
+        if report {
+            for w in &self.deps.warnings {
+                warn!("{w}");
+            }
+            for c in &self.deps.cycles {
+                warn!(
+                    "dependency cycle: {c}; these services start after the others, in name order"
+                );
+            }
+        }
+    }
+
+    fn forget_removed(&mut self) {
+        let gone: Vec<usize> = self
+            .table
+            .iter()
+            .filter(|(_, s)| s.removed && s.state().down() && s.proc_().is_none())
+            .map(|(id, _)| id)
+            .collect();
+        if gone.is_empty() {
+            return;
+        }
+        for id in gone {
+            for pipe in Pipe::ALL {
+                self.close_pipe(id, pipe);
+            }
+            self.table.remove(id);
+            self.stop_queue.remove(&id);
+        }
+        self.rebuild_deps(false);
+    }
+}
+
+pub fn log_settings(cfg: &InitConfig) -> LogSettings {
+    LogSettings {
+        dir: PathBuf::from(&cfg.log_dir),
+        max_size: cfg.max_log_size,
+        max_files: cfg.max_log_files,
+    }
+}

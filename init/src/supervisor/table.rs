@@ -1,0 +1,174 @@
+//! The service table: each service's definition, state machine, current
+//! process and output, by id, with indexes by pid and by deadline kept in
+//! step with the machines (a machine changes only through `Table::feed`).
+
+use crate::os::Proc;
+use crate::output::Output;
+use crate::service::{Event, Machine, Policy, State, Step};
+use crate::unit::{ServiceDef, UnitFile};
+use shared::protocol::Dependencies;
+use std::collections::{BTreeMap, BTreeSet};
+use std::time::Instant;
+
+pub struct Service {
+    pub name: String,
+    pub file_enabled: bool,
+    /// The definition the current or next run uses; None if never valid.
+    pub def: Option<ServiceDef>,
+    /// A changed definition from a reload, applied at the next start.
+    pub pending: Option<ServiceDef>,
+    pub load_error: Option<String>,
+    m: Machine,
+    proc_: Option<Proc>,
+    pub out: Output,
+    /// Removed from disk by a reload: forget it once it is down.
+    pub removed: bool,
+}
+
+impl Service {
+    fn new(u: UnitFile) -> Self {
+        let (def, load_error, m) = match u.def {
+            Ok(d) => (Some(d), None, Machine::default()),
+            Err(e) => (None, Some(e.clone()), Machine::invalid(e)),
+        };
+        Service {
+            out: Output::new(&u.name),
+            name: u.name,
+            file_enabled: u.file_enabled,
+            def,
+            pending: None,
+            load_error,
+            m,
+            proc_: None,
+            removed: false,
+        }
+    }
+    pub fn m(&self) -> &Machine {
+        &self.m
+    }
+    pub fn state(&self) -> &State {
+        self.m.state()
+    }
+    pub fn proc_(&self) -> Option<&Proc> {
+        self.proc_.as_ref()
+    }
+    pub fn enabled(&self) -> bool {
+        self.file_enabled && self.def.as_ref().is_none_or(|d| d.service_enable)
+    }
+    pub fn policy(&self) -> Policy {
+        self.def.as_ref().map(Policy::from).unwrap_or(Policy::NONE)
+    }
+    pub fn deps(&self) -> Dependencies {
+        let d = self.def.as_ref();
+        let get = |f: fn(&ServiceDef) -> &Vec<String>| d.map(f).cloned().unwrap_or_default();
+        Dependencies {
+            before: get(|d| &d.before),
+            after: get(|d| &d.after),
+            requires: get(|d| &d.requires),
+            required_by: get(|d| &d.required_by),
+        }
+    }
+}
+
+#[derive(Default)]
+pub struct Table {
+    services: BTreeMap<usize, Service>,
+    by_pid: BTreeMap<i32, usize>,
+    timers: BTreeSet<(Instant, usize)>,
+    next_id: usize,
+    next_gen: u32,
+}
+
+impl Table {
+    pub fn add(&mut self, u: UnitFile) -> usize {
+        let id = self.next_id;
+        self.next_id += 1;
+        self.services.insert(id, Service::new(u));
+        id
+    }
+    pub fn get(&self, id: usize) -> Option<&Service> {
+        self.services.get(&id)
+    }
+    pub fn get_mut(&mut self, id: usize) -> Option<&mut Service> {
+        self.services.get_mut(&id)
+    }
+    pub fn iter(&self) -> impl Iterator<Item = (usize, &Service)> {
+        self.services.iter().map(|(id, s)| (*id, s))
+    }
+    pub fn ids(&self) -> Vec<usize> {
+        self.services.keys().copied().collect()
+    }
+    pub fn len(&self) -> usize {
+        self.services.len()
+    }
+    /// Services shown to clients: not those a reload removed.
+    pub fn listed(&self) -> impl Iterator<Item = (usize, &Service)> {
+        self.iter().filter(|(_, s)| !s.removed)
+    }
+    pub fn id_of(&self, name: &str) -> Option<usize> {
+        self.listed()
+            .find(|(_, s)| s.name == name)
+            .map(|(id, _)| id)
+    }
+    pub fn by_pid(&self, pid: i32) -> Option<usize> {
+        self.by_pid.get(&pid).copied()
+    }
+
+    /// Feed an event to a service's machine. Returns the step and whether
+    /// the state changed.
+    pub fn feed(&mut self, id: usize, ev: Event, now: Instant) -> Option<(Step, bool)> {
+        let s = self.services.get_mut(&id)?;
+        let before = (s.m.state().clone(), s.m.deadline());
+        let policy = s.policy();
+        let step = s.m.on(ev, &policy, now);
+        if let Some(d) = before.1 {
+            self.timers.remove(&(d, id));
+        }
+        if let Some(d) = s.m.deadline() {
+            self.timers.insert((d, id));
+        }
+        Some((step, before.0 != *s.m.state()))
+    }
+
+    /// A new generation number for a process and its pipes.
+    pub fn next_gen(&mut self) -> u32 {
+        self.next_gen = self.next_gen.wrapping_add(1);
+        self.next_gen
+    }
+    pub fn set_proc(&mut self, id: usize, p: Proc) {
+        if let Some(s) = self.services.get_mut(&id) {
+            self.by_pid.insert(p.pid.as_raw(), id);
+            if let Some(old) = s.proc_.replace(p) {
+                self.by_pid.remove(&old.pid.as_raw());
+            }
+        }
+    }
+    pub fn take_proc(&mut self, id: usize) -> Option<Proc> {
+        let p = self.services.get_mut(&id)?.proc_.take()?;
+        self.by_pid.remove(&p.pid.as_raw());
+        Some(p)
+    }
+
+    /// Services whose machine deadline has passed.
+    pub fn due(&self, now: Instant) -> Vec<usize> {
+        self.timers
+            .iter()
+            .take_while(|(d, _)| *d <= now)
+            .map(|(_, id)| *id)
+            .collect()
+    }
+    pub fn next_deadline(&self) -> Option<Instant> {
+        self.timers.first().map(|(d, _)| *d)
+    }
+
+    pub fn remove(&mut self, id: usize) -> Option<Service> {
+        let s = self.services.remove(&id)?;
+        if let Some(d) = s.m.deadline() {
+            self.timers.remove(&(d, id));
+        }
+        if let Some(p) = &s.proc_ {
+            self.by_pid.remove(&p.pid.as_raw());
+        }
+        Some(s)
+    }
+}
