@@ -5,7 +5,7 @@
 //! and the clients together.
 
 use crate::control::{Conn, Next, Stream};
-use crate::logs::{LogSettings, ServiceLog, Stream as Out};
+use crate::logs::{LogSettings, Pipe as Out, ServiceLog};
 use crate::service::{Action, Event, Machine, Policy, Req, State};
 use crate::sys::{self, Exit};
 use crate::unit::{self, ServiceDef, UnitFile};

@@ -49,10 +49,27 @@ pub struct LogSettings {
     pub max_files: u32,
 }
 
+/// The service's output pipe a line came from.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Stream {
+pub enum Pipe {
     Stdout,
     Stderr,
+}
+
+// `ALL` and `index` are for the supervisor's per-pipe arrays (stdout
+// first); nothing in this crate uses them yet.
+#[allow(dead_code)]
+impl Pipe {
+    /// Both pipes, in `index` order.
+    pub const ALL: [Pipe; 2] = [Pipe::Stdout, Pipe::Stderr];
+
+    /// 0 for stdout, 1 for stderr.
+    pub fn index(self) -> usize {
+        match self {
+            Pipe::Stdout => 0,
+            Pipe::Stderr => 1,
+        }
+    }
 }
 
 /// Upper bound of the text held in the in-memory ring of recent lines
@@ -145,21 +162,21 @@ impl ServiceLog {
     /// Bytes read from the service's pipe. Complete lines are timestamped,
     /// written and cached; each formatted line is also pushed to `out`
     /// (for followers).
-    pub fn feed(&mut self, s: &LogSettings, stream: Stream, bytes: &[u8], out: &mut Vec<String>) {
+    pub fn feed(&mut self, s: &LogSettings, stream: Pipe, bytes: &[u8], out: &mut Vec<String>) {
         self.feed_inner(s, stream, bytes, Some(out));
     }
 
     /// Like [`feed`](Self::feed) for when nobody follows this log: the
     /// formatted lines are not handed back, which saves one allocation per
     /// line. (A "resumed" line is not handed back either.)
-    pub fn feed_unfollowed(&mut self, s: &LogSettings, stream: Stream, bytes: &[u8]) {
+    pub fn feed_unfollowed(&mut self, s: &LogSettings, stream: Pipe, bytes: &[u8]) {
         self.feed_inner(s, stream, bytes, None);
     }
 
     fn feed_inner(
         &mut self,
         s: &LogSettings,
-        stream: Stream,
+        stream: Pipe,
         bytes: &[u8],
         mut out: Option<&mut Vec<String>>,
     ) {
@@ -227,7 +244,7 @@ impl ServiceLog {
     }
 
     /// The pipe closed: flush a final line that had no newline.
-    pub fn close_stream(&mut self, s: &LogSettings, stream: Stream, out: &mut Vec<String>) {
+    pub fn close_stream(&mut self, s: &LogSettings, stream: Pipe, out: &mut Vec<String>) {
         let partial = std::mem::take(self.partial_mut(stream));
         if partial.is_empty() {
             return;
@@ -352,10 +369,10 @@ impl ServiceLog {
         (self.dropped_lines, self.dropped_bytes)
     }
 
-    fn partial_mut(&mut self, stream: Stream) -> &mut Vec<u8> {
+    fn partial_mut(&mut self, stream: Pipe) -> &mut Vec<u8> {
         match stream {
-            Stream::Stdout => &mut self.partial_out,
-            Stream::Stderr => &mut self.partial_err,
+            Pipe::Stdout => &mut self.partial_out,
+            Pipe::Stderr => &mut self.partial_err,
         }
     }
 
@@ -866,10 +883,10 @@ fn take_line(line: &[u8], lines: &mut Vec<String>, budget: &mut usize) -> bool {
     true
 }
 
-fn line_prefix(ts: &str, stream: Stream) -> String {
+fn line_prefix(ts: &str, stream: Pipe) -> String {
     match stream {
-        Stream::Stdout => format!("[{ts}] "),
-        Stream::Stderr => format!("[{ts}] [stderr] "),
+        Pipe::Stdout => format!("[{ts}] "),
+        Pipe::Stderr => format!("[{ts}] [stderr] "),
     }
 }
 
@@ -1079,6 +1096,15 @@ mod tests {
     }
 
     #[test]
+    fn pipe_indices_follow_all() {
+        for (i, p) in Pipe::ALL.into_iter().enumerate() {
+            assert_eq!(p.index(), i);
+        }
+        assert_eq!(Pipe::Stdout.index(), 0);
+        assert_eq!(Pipe::Stderr.index(), 1);
+    }
+
+    #[test]
     fn newlines_match_naive() {
         let mut data: Vec<u8> = (0..400u32).map(|i| (i * 7 % 13) as u8 + 5).collect();
         data[63] = b'\n';
@@ -1116,13 +1142,13 @@ mod tests {
         let s = settings(&d.0, 1 << 20, 3);
         let mut log = ServiceLog::new("svc");
         let mut out = Vec::new();
-        log.feed(&s, Stream::Stdout, b"hel", &mut out);
+        log.feed(&s, Pipe::Stdout, b"hel", &mut out);
         assert!(out.is_empty());
-        log.feed(&s, Stream::Stderr, b"oops", &mut out);
-        log.feed(&s, Stream::Stdout, b"lo\nwor", &mut out);
+        log.feed(&s, Pipe::Stderr, b"oops", &mut out);
+        log.feed(&s, Pipe::Stdout, b"lo\nwor", &mut out);
         assert_eq!(out.len(), 1);
-        log.feed(&s, Stream::Stderr, b" bad\n", &mut out);
-        log.feed(&s, Stream::Stdout, b"ld\n\nx\r\n", &mut out);
+        log.feed(&s, Pipe::Stderr, b" bad\n", &mut out);
+        log.feed(&s, Pipe::Stdout, b"ld\n\nx\r\n", &mut out);
         log.event(&s, "started with PID 12", &mut out);
         log.event(&s, "two\nlines\n", &mut out);
         let got: Vec<&str> = out.iter().map(|l| strip_ts(l)).collect();
@@ -1150,8 +1176,8 @@ mod tests {
         let s = settings(&d.0, 1 << 20, 3);
         let mut log = ServiceLog::new("svc");
         let mut out = Vec::new();
-        log.feed(&s, Stream::Stdout, b"a\xffb\xc3\n\xc3\xa9t\xc3", &mut out);
-        log.feed(&s, Stream::Stdout, b"\xa9\n", &mut out);
+        log.feed(&s, Pipe::Stdout, b"a\xffb\xc3\n\xc3\xa9t\xc3", &mut out);
+        log.feed(&s, Pipe::Stdout, b"\xa9\n", &mut out);
         let got: Vec<&str> = out.iter().map(|l| strip_ts(l)).collect();
         assert_eq!(got, ["a\u{fffd}b\u{fffd}", "été"]);
     }
@@ -1162,12 +1188,12 @@ mod tests {
         let s = settings(&d.0, 1 << 20, 3);
         let mut log = ServiceLog::new("svc");
         let mut out = Vec::new();
-        log.feed(&s, Stream::Stdout, b"one\ntwo", &mut out);
-        log.feed(&s, Stream::Stderr, b"err", &mut out);
+        log.feed(&s, Pipe::Stdout, b"one\ntwo", &mut out);
+        log.feed(&s, Pipe::Stderr, b"err", &mut out);
         assert_eq!(out.len(), 1);
-        log.close_stream(&s, Stream::Stdout, &mut out);
-        log.close_stream(&s, Stream::Stdout, &mut out); // nothing more
-        log.close_stream(&s, Stream::Stderr, &mut out);
+        log.close_stream(&s, Pipe::Stdout, &mut out);
+        log.close_stream(&s, Pipe::Stdout, &mut out); // nothing more
+        log.close_stream(&s, Pipe::Stderr, &mut out);
         let got: Vec<&str> = out.iter().map(|l| strip_ts(l)).collect();
         assert_eq!(got, ["one", "two", "[stderr] err"]);
         assert_eq!(file_lines(&d.0.join("svc.log")), out);
@@ -1181,11 +1207,11 @@ mod tests {
         let mut out = Vec::new();
         let line: Vec<u8> = (0..1 << 20).map(|i| b'a' + (i % 26) as u8).collect();
         for c in line.chunks(100_000) {
-            log.feed(&s, Stream::Stdout, c, &mut out);
+            log.feed(&s, Pipe::Stdout, c, &mut out);
             assert!(log.partial_out.len() <= MAX_LINE);
         }
         assert_eq!(out.len(), 15); // the 16th may still be completed
-        log.feed(&s, Stream::Stdout, b"\nnext\n", &mut out);
+        log.feed(&s, Pipe::Stdout, b"\nnext\n", &mut out);
         assert_eq!(out.len(), 17);
         let mut joined = Vec::new();
         for p in &out[..16] {
@@ -1202,11 +1228,11 @@ mod tests {
         let mut out = Vec::new();
         let mut exact = vec![b'x'; MAX_LINE];
         exact.push(b'\n');
-        log.feed(&s, Stream::Stdout, &exact, &mut out);
+        log.feed(&s, Pipe::Stdout, &exact, &mut out);
         assert_eq!(out.len(), 1);
         let mut utf = vec![b'y'; MAX_LINE - 1];
         utf.extend_from_slice("éé\n".as_bytes());
-        log.feed(&s, Stream::Stdout, &utf, &mut out);
+        log.feed(&s, Pipe::Stdout, &utf, &mut out);
         assert_eq!(out.len(), 3);
         assert_eq!(strip_ts(&out[1]).len(), MAX_LINE - 1);
         assert_eq!(strip_ts(&out[2]), "éé");
@@ -1228,7 +1254,7 @@ mod tests {
         while !rest.is_empty() {
             let n = (1 + k * 7919 % 9000).min(rest.len());
             let (c, r) = rest.split_at(n);
-            log.feed(&s, Stream::Stdout, c, &mut out);
+            log.feed(&s, Pipe::Stdout, c, &mut out);
             total += out.len();
             out.clear();
             rest = r;
@@ -1269,12 +1295,7 @@ mod tests {
         let mut log = ServiceLog::new("svc");
         let mut out = Vec::new();
         for i in 0..2000 {
-            log.feed(
-                &s,
-                Stream::Stdout,
-                format!("line {i}\n").as_bytes(),
-                &mut out,
-            );
+            log.feed(&s, Pipe::Stdout, format!("line {i}\n").as_bytes(), &mut out);
         }
         for i in 0..=3 {
             assert!(log_path(&d.0, "svc", i).exists(), "{i}");
@@ -1293,12 +1314,7 @@ mod tests {
         let mut log = ServiceLog::new("svc");
         let mut out = Vec::new();
         for i in 0..10 {
-            log.feed(
-                &s,
-                Stream::Stdout,
-                format!("line {i}\n").as_bytes(),
-                &mut out,
-            );
+            log.feed(&s, Pipe::Stdout, format!("line {i}\n").as_bytes(), &mut out);
         }
         assert!(!log_path(&d.0, "svc", 1).exists());
         let lines = file_lines(&d.0.join("svc.log"));
@@ -1313,9 +1329,9 @@ mod tests {
         let mut log = ServiceLog::new("svc");
         let mut out = Vec::new();
         let big = format!("{}\n", "z".repeat(300));
-        log.feed(&s, Stream::Stdout, b"a\n", &mut out);
-        log.feed(&s, Stream::Stdout, big.as_bytes(), &mut out);
-        log.feed(&s, Stream::Stdout, b"b\n", &mut out);
+        log.feed(&s, Pipe::Stdout, b"a\n", &mut out);
+        log.feed(&s, Pipe::Stdout, big.as_bytes(), &mut out);
+        log.feed(&s, Pipe::Stdout, b"b\n", &mut out);
         assert_eq!(file_lines(&log_path(&d.0, "svc", 2)), out[..1].to_vec());
         assert_eq!(file_lines(&log_path(&d.0, "svc", 1)), out[1..2].to_vec());
         assert_eq!(file_lines(&log_path(&d.0, "svc", 0)), out[2..].to_vec());
@@ -1331,9 +1347,9 @@ mod tests {
         for i in 0..5000 {
             let text = format!("{i} {}\n", "p".repeat(i % 50));
             let stream = if i % 3 == 0 {
-                Stream::Stderr
+                Pipe::Stderr
             } else {
-                Stream::Stdout
+                Pipe::Stdout
             };
             log.feed(&s, stream, text.as_bytes(), &mut out);
         }
@@ -1359,7 +1375,7 @@ mod tests {
         for i in 0..400 {
             // Lines from 0 to ~100 KiB, crossing the 64 KiB read chunks.
             let text = format!("{i} {}\n", "q".repeat((i * 997) % 100_000));
-            log.feed(&s, Stream::Stdout, text.as_bytes(), &mut out);
+            log.feed(&s, Pipe::Stdout, text.as_bytes(), &mut out);
         }
         let fresh = ServiceLog::new("svc");
         assert!(out.len() > 400);
@@ -1386,7 +1402,7 @@ mod tests {
         for i in 0..10_000 {
             log.feed(
                 &s,
-                Stream::Stdout,
+                Pipe::Stdout,
                 format!("cache line {i}\n").as_bytes(),
                 &mut out,
             );
@@ -1410,12 +1426,12 @@ mod tests {
         for i in 0..50 {
             log.feed(
                 &s,
-                Stream::Stdout,
+                Pipe::Stdout,
                 format!("before {i}\n").as_bytes(),
                 &mut out,
             );
         }
-        log.feed(&s, Stream::Stdout, b"half", &mut out);
+        log.feed(&s, Pipe::Stdout, b"half", &mut out);
         std::fs::write(log_path(&d.0, "svc", 7), b"leftover\n").unwrap();
         std::fs::write(d.0.join("other.log"), b"keep\n").unwrap();
         assert!(log_path(&d.0, "svc", 2).exists());
@@ -1426,7 +1442,7 @@ mod tests {
         assert!(d.0.join("other.log").exists());
         assert!(log.tail(&s, 10).is_empty());
         out.clear();
-        log.feed(&s, Stream::Stdout, b" line\nafter\n", &mut out);
+        log.feed(&s, Pipe::Stdout, b" line\nafter\n", &mut out);
         let got: Vec<&str> = out.iter().map(|l| strip_ts(l)).collect();
         assert_eq!(got, ["half line", "after"]);
         assert_eq!(file_lines(&d.0.join("svc.log")), out);
@@ -1446,8 +1462,8 @@ mod tests {
         let s = settings(&blocked, 1 << 20, 3);
         let mut log = ServiceLog::new("svc");
         let mut out = Vec::new();
-        log.feed(&s, Stream::Stdout, b"one\ntwo\n", &mut out);
-        log.feed(&s, Stream::Stderr, b"three\n", &mut out);
+        log.feed(&s, Pipe::Stdout, b"one\ntwo\n", &mut out);
+        log.feed(&s, Pipe::Stderr, b"three\n", &mut out);
         assert_eq!(out.len(), 3);
         let bytes: u64 = out.iter().map(|l| l.len() as u64 + 1).sum();
         assert_eq!(log.dropped(), (3, bytes));
@@ -1456,14 +1472,14 @@ mod tests {
         // Fix the directory; within the retry interval nothing is tried.
         std::fs::remove_file(&blocked).unwrap();
         std::fs::create_dir(&blocked).unwrap();
-        log.feed(&s, Stream::Stdout, b"four\n", &mut out);
+        log.feed(&s, Pipe::Stdout, b"four\n", &mut out);
         let bytes: u64 = out.iter().map(|l| l.len() as u64 + 1).sum();
         assert_eq!(log.dropped(), (4, bytes));
         assert!(!blocked.join("svc.log").exists());
         // Pretend the interval passed.
         log.last_failure = Instant::now().checked_sub(RETRY_INTERVAL);
         let before = out.len();
-        log.feed(&s, Stream::Stdout, b"five\n", &mut out);
+        log.feed(&s, Pipe::Stdout, b"five\n", &mut out);
         assert_eq!(out.len(), before + 2);
         let resumed = strip_ts(&out[before]);
         assert_eq!(
@@ -1474,7 +1490,7 @@ mod tests {
         assert_eq!(file_lines(&blocked.join("svc.log")), out[before..].to_vec());
         assert_eq!(log.dropped(), (4, bytes));
         // Nothing pending any more: no second "resumed" line.
-        log.feed(&s, Stream::Stdout, b"six\n", &mut out);
+        log.feed(&s, Pipe::Stdout, b"six\n", &mut out);
         assert_eq!(file_lines(&blocked.join("svc.log")).len(), 3);
     }
 
@@ -1489,8 +1505,8 @@ mod tests {
         let s = settings(&d.0, 1 << 20, 3);
         let mut log = ServiceLog::new("svc");
         let mut out = Vec::new();
-        log.feed(&s, Stream::Stdout, b"one\ntwo\nthr", &mut out);
-        log.close_stream(&s, Stream::Stdout, &mut out);
+        log.feed(&s, Pipe::Stdout, b"one\ntwo\nthr", &mut out);
+        log.close_stream(&s, Pipe::Stdout, &mut out);
         let bytes: u64 = out.iter().map(|l| l.len() as u64 + 1).sum();
         assert_eq!(log.dropped(), (3, bytes));
         assert!(log.file.is_none());
@@ -1527,11 +1543,11 @@ mod tests {
         }
         let mut log = ServiceLog::new("svc");
         let mut out = Vec::new();
-        log.feed(&s, Stream::Stdout, b"one\n", &mut out);
+        log.feed(&s, Pipe::Stdout, b"one\n", &mut out);
         assert_eq!(log.dropped().0, 1);
         std::fs::set_permissions(&d.0, std::fs::Permissions::from_mode(0o755)).unwrap();
         log.last_failure = Instant::now().checked_sub(RETRY_INTERVAL);
-        log.feed(&s, Stream::Stdout, b"two\n", &mut out);
+        log.feed(&s, Pipe::Stdout, b"two\n", &mut out);
         let lines = file_lines(&d.0.join("svc.log"));
         assert_eq!(lines.len(), 2);
         assert!(lines[0].contains("resumed: dropped 1 lines"));
@@ -1580,10 +1596,10 @@ mod tests {
             let mut fed = 0;
             while fed < total {
                 if follow {
-                    log.feed(&s, Stream::Stdout, &chunk, &mut out);
+                    log.feed(&s, Pipe::Stdout, &chunk, &mut out);
                     out.clear();
                 } else {
-                    log.feed_unfollowed(&s, Stream::Stdout, &chunk);
+                    log.feed_unfollowed(&s, Pipe::Stdout, &chunk);
                 }
                 fed += chunk.len();
             }
