@@ -30,7 +30,6 @@
 //!   recovery is `[ts] [init] log writing resumed: dropped N lines (M bytes)`.
 //!   Lines are still cached and handed to followers meanwhile.
 
-use std::collections::VecDeque;
 use std::fs::{File, OpenOptions};
 use std::io::{self, Write};
 use std::os::unix::fs::{FileExt, OpenOptionsExt};
@@ -38,10 +37,12 @@ use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant, SystemTime};
 
 mod calendar;
+mod ring;
 #[cfg(test)]
 mod test_util;
 
 use calendar::timestamp;
+use ring::Ring;
 
 /// Where and how much to log (from init.yaml).
 #[derive(Debug, Clone)]
@@ -141,7 +142,7 @@ pub struct ServiceLog {
     pending_lines: u64,
     pending_bytes: u64,
     /// Recent formatted lines.
-    cache: Recent,
+    ring: Ring,
 }
 
 impl ServiceLog {
@@ -161,7 +162,7 @@ impl ServiceLog {
             dropped_bytes: 0,
             pending_lines: 0,
             pending_bytes: 0,
-            cache: Recent::default(),
+            ring: Ring::default(),
         }
     }
 
@@ -292,8 +293,8 @@ impl ServiceLog {
         if n == 0 {
             return Vec::new();
         }
-        if self.cache.len() >= n {
-            return self.cache.last(n);
+        if self.ring.len() >= n {
+            return self.ring.last(n);
         }
         let mut lines: Vec<String> = Vec::new(); // newest first
         let mut budget = TAIL_MAX_BYTES;
@@ -316,8 +317,8 @@ impl ServiceLog {
             }
             index = index.saturating_add(1);
         }
-        if lines.len() < self.cache.len() {
-            return self.cache.last(n);
+        if lines.len() < self.ring.len() {
+            return self.ring.last(n);
         }
         lines.truncate(n);
         lines.reverse();
@@ -333,7 +334,7 @@ impl ServiceLog {
         self.size = 0;
         self.torn = false;
         self.last_failure = None;
-        self.cache.clear();
+        self.ring.clear();
         let mut first_err: Option<io::Error> = None;
         let mut remove = |p: PathBuf| -> bool {
             match std::fs::remove_file(p) {
@@ -443,9 +444,9 @@ impl ServiceLog {
             }
         }
         if let Some(r) = &resumed {
-            self.cache.push_line(r);
+            self.ring.push_line(r);
         }
-        self.cache.push_batch(&batch, &ends);
+        self.ring.push_batch(&batch, &ends);
         self.batch = batch;
         self.ends = ends;
         self.batch.clear();
@@ -685,100 +686,6 @@ impl ServiceLog {
                 path.display()
             );
         }
-    }
-}
-
-/// The ring of recent formatted lines: their text with a `\n` after each,
-/// in one buffer (`text[head..]`), and their lengths, oldest first. Copying
-/// bytes into one buffer is much cheaper than one allocation per line.
-#[derive(Default)]
-struct Recent {
-    text: Vec<u8>,
-    head: usize,
-    lens: VecDeque<usize>,
-    /// Sum of `lens` (newlines not counted); at most `CACHE_BYTES` unless
-    /// the single newest line is larger.
-    bytes: usize,
-}
-
-impl Recent {
-    fn len(&self) -> usize {
-        self.lens.len()
-    }
-
-    fn clear(&mut self) {
-        self.text.clear();
-        self.head = 0;
-        self.lens.clear();
-        self.bytes = 0;
-    }
-
-    fn push_line(&mut self, line: &str) {
-        let mut b = String::with_capacity(line.len() + 1);
-        b.push_str(line);
-        b.push('\n');
-        self.push_batch(&b, &[b.len()]);
-    }
-
-    /// Add the lines of `batch` (each ending in `\n`, `ends` as in
-    /// `ServiceLog::batch`).
-    fn push_batch(&mut self, batch: &str, ends: &[usize]) {
-        // Only the newest lines that fit can survive: copy just those.
-        let mut bytes = 0usize;
-        let mut keep = 0usize;
-        let mut from = batch.len();
-        for (i, &end) in ends.iter().enumerate().rev() {
-            let start = if i == 0 {
-                0
-            } else {
-                ends.get(i - 1).copied().unwrap_or(0)
-            };
-            let len = end.saturating_sub(start).saturating_sub(1);
-            if keep > 0 && bytes.saturating_add(len) > CACHE_BYTES {
-                break;
-            }
-            bytes = bytes.saturating_add(len);
-            keep += 1;
-            from = start;
-        }
-        if keep < ends.len() {
-            self.clear(); // everything older would be evicted anyway
-        }
-        self.text
-            .extend_from_slice(batch.as_bytes().get(from..).unwrap_or(&[]));
-        let mut start = from;
-        for &end in ends.iter().skip(ends.len() - keep) {
-            self.lens
-                .push_back(end.saturating_sub(start).saturating_sub(1));
-            start = end;
-        }
-        self.bytes = self.bytes.saturating_add(bytes);
-        while self.bytes > CACHE_BYTES && self.lens.len() > 1 {
-            let Some(l) = self.lens.pop_front() else {
-                break;
-            };
-            self.bytes = self.bytes.saturating_sub(l);
-            self.head = self.head.saturating_add(l + 1);
-        }
-        if self.head > CACHE_BYTES {
-            self.text.drain(..self.head.min(self.text.len()));
-            self.head = 0;
-        }
-    }
-
-    /// The last `n` lines, oldest first.
-    fn last(&self, n: usize) -> Vec<String> {
-        let mut v = Vec::with_capacity(n.min(self.lens.len()));
-        let mut end = self.text.len(); // just past a line's '\n'
-        for &len in self.lens.iter().rev().take(n) {
-            let stop = end.saturating_sub(1);
-            let start = stop.saturating_sub(len);
-            let line = self.text.get(start..stop).unwrap_or(&[]);
-            v.push(String::from_utf8_lossy(line).into_owned());
-            end = start;
-        }
-        v.reverse();
-        v
     }
 }
 
@@ -1225,7 +1132,7 @@ mod tests {
         }
         all.append(&mut out);
         assert_eq!(all_lines(&d.0, "svc", 100), all);
-        assert!(log.cache.len() < 5000 && log.cache.len() > 100);
+        assert!(log.ring.len() < 5000 && log.ring.len() > 100);
         let fresh = ServiceLog::new("svc");
         for n in [1, 2, 10, 99, 100, 101, 500, 1000, 2345, 4999, 5000] {
             let want = all[all.len() - n..].to_vec();
@@ -1259,32 +1166,8 @@ mod tests {
         assert!(bytes <= TAIL_MAX_BYTES && bytes > TAIL_MAX_BYTES - 200_000);
         assert!(got == out[out.len() - got.len()..]);
         // The in-memory ring stays bounded.
-        assert!(log.cache.bytes <= CACHE_BYTES + MAX_LINE + 64);
-        assert!(log.cache.text.len() <= 2 * (CACHE_BYTES + MAX_LINE + 64));
-    }
-
-    #[test]
-    fn cache_is_bounded() {
-        let d = TempDir::new("cache");
-        let s = settings(&d.0, 1 << 20, 3);
-        let mut log = ServiceLog::new("svc");
-        let mut out = Vec::new();
-        for i in 0..10_000 {
-            log.feed(
-                &s,
-                Pipe::Stdout,
-                format!("cache line {i}\n").as_bytes(),
-                &mut out,
-            );
-            assert!(log.cache.bytes <= CACHE_BYTES);
-            assert!(log.cache.text.len() <= 3 * CACHE_BYTES);
-        }
-        let sum: usize = log.cache.lens.iter().sum();
-        assert_eq!(sum, log.cache.bytes);
-        assert_eq!(log.cache.text.len() - log.cache.head, sum + log.cache.len());
-        assert!(sum > CACHE_BYTES - 100);
-        let n = log.cache.len();
-        assert_eq!(log.tail(&s, n), out[out.len() - n..].to_vec());
+        assert!(log.ring.bytes() <= CACHE_BYTES + MAX_LINE + 64);
+        assert!(log.ring.buffer_len() <= 2 * (CACHE_BYTES + MAX_LINE + 64));
     }
 
     #[test]
