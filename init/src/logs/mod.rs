@@ -1,5 +1,24 @@
-//! Per-service log files: timestamped lines, size-based rotation, an
-//! in-memory ring of recent lines, reading back the last N lines.
+//! Per-service logs. Each service has one [`ServiceLog`], and init has one
+//! for its own `init.log`. This module owns a log's files in the log
+//! directory, `<name>.log` and the rotated `<name>.log.1` ...
+//! `<name>.log.N` (nothing else in init writes, rotates, reads or removes
+//! them), the incomplete last line of each of the service's two pipes, the
+//! in-memory ring of recent lines, and the count of lines that could not be
+//! written.
+//!
+//! The parts, each owning its state:
+//! * `framing.rs`: pipe bytes to formatted lines: partial-line carry-over,
+//!   the [`MAX_LINE`] split, the `[ts] `, `[stderr] ` and `[init] `
+//!   prefixes; it hands its lines over in batches.
+//! * `writer.rs`: the open file and its size, rotation on line boundaries,
+//!   the drop counts, the [`RETRY_INTERVAL`] and the "resumed" line; it
+//!   also removes the files for `clear`.
+//! * `ring.rs`: the ring of recent lines, bounded by [`CACHE_BYTES`].
+//! * `tail.rs`: reading the last lines back from the files.
+//! * `calendar.rs`: the UTC timestamp.
+//!
+//! `ServiceLog` ties them together: one timestamp per call, and each batch
+//! goes to the writer, then the ring, then the followers (`out`).
 //!
 //! On-disk format, one line per record, UTC timestamps with milliseconds:
 //!
