@@ -28,7 +28,7 @@ mod control;
 mod graph;
 mod logs;
 mod os;
-mod output;
+
 mod reactor;
 mod service;
 mod spawn;

@@ -10,7 +10,7 @@
 //! changed service, stop-queue progress) is a `Work` item, drained in one
 //! place, in order: nothing recurses, and there are no fixed rounds.
 
-use crate::logs::{LogSettings, Stream as Pipe};
+use crate::logs::{LogSettings, Pipe};
 use crate::os::{Os, Proc};
 use crate::service::{Action, Event, Req, State};
 use crate::unit::{self, UnitFile};
@@ -610,20 +610,20 @@ impl<O: Os> Supervisor<O> {
     fn read_pipe(&mut self, id: usize, pipe: Pipe) -> bool {
         let followed = self.followed(id);
         let mut buf = std::mem::take(&mut self.pipe_buf);
-        buf.resize(crate::output::PIPE_READ, 0);
+        buf.resize(crate::logs::pipe::PIPE_READ, 0);
         let mut lines = Vec::new();
         let r = match self.table.get_mut(id) {
             Some(s) => s
                 .out
                 .read(pipe, &self.logset, followed, &mut buf, &mut lines),
-            None => crate::output::Drained::Empty,
+            None => crate::logs::pipe::Drained::Empty,
         };
         self.pipe_buf = buf;
         self.forward(id, lines);
         match r {
-            crate::output::Drained::Empty => false,
-            crate::output::Drained::More => true,
-            crate::output::Drained::Eof => {
+            crate::logs::pipe::Drained::Empty => false,
+            crate::logs::pipe::Drained::More => true,
+            crate::logs::pipe::Drained::Eof => {
                 self.close_pipe(id, pipe);
                 false
             }

@@ -2,8 +2,8 @@
 //! process and output, by id, with indexes by pid and by deadline kept in
 //! step with the machines (a machine changes only through `Table::feed`).
 
+use crate::logs::pipe::Output;
 use crate::os::Proc;
-use crate::output::Output;
 use crate::service::{Event, Machine, Policy, State, Step};
 use crate::unit::{ServiceDef, UnitFile};
 use shared::protocol::Dependencies;

@@ -4,7 +4,7 @@
 //! leftover child can hold them); each carries the generation of the run
 //! that opened it, so a readiness event of an earlier run's pipe is ignored.
 
-use crate::logs::{LogSettings, ServiceLog, Stream as Pipe};
+use super::{LogSettings, Pipe, ServiceLog};
 use std::os::fd::OwnedFd;
 
 /// Bytes read from one pipe per wakeup before other sources get a turn.

@@ -1,0 +1,354 @@
+//! Per-service logs. Each service has one [`ServiceLog`], and init has one
+//! for its own `init.log`. This module owns a log's files in the log
+//! directory, `<name>.log` and the rotated `<name>.log.1` ...
+//! `<name>.log.N` (nothing else in init writes, rotates, reads or removes
+//! them), the incomplete last line of each of the service's two pipes, the
+//! in-memory ring of recent lines, and the count of lines that could not be
+//! written.
+//!
+//! The parts, each owning its state:
+//! * `framing.rs`: pipe bytes to formatted lines: partial-line carry-over,
+//!   the [`MAX_LINE`] split, the `[ts] `, `[stderr] ` and `[init] `
+//!   prefixes; it hands its lines over in batches.
+//! * `writer.rs`: the open file and its size, rotation on line boundaries,
+//!   the drop counts, the [`RETRY_INTERVAL`] and the "resumed" line; it
+//!   also removes the files for `clear`.
+//! * `ring.rs`: the ring of recent lines, bounded by [`CACHE_BYTES`].
+//! * `tail.rs`: reading the last lines back from the files.
+//! * `calendar.rs`: the UTC timestamp.
+//! * `pipe.rs`: a service's output pipes, read into its log (`Output`).
+//!
+//! `ServiceLog` ties them together: one timestamp per call, and each batch
+//! goes to the writer, then the ring, then the followers (`out`).
+//!
+//! On-disk format, one line per record, UTC timestamps with milliseconds:
+//!
+//! ```text
+//! [2026-03-01 12:34:56.789] a line the service wrote to stdout
+//! [2026-03-01 12:34:56.789] [stderr] a line the service wrote to stderr
+//! [2026-03-01 12:34:56.790] [init] started with PID 12
+//! ```
+//!
+//! The text after the prefix is the service's bytes as they came, minus the
+//! `\n` (a `\r` is kept), invalid UTF-8 replaced by U+FFFD.
+//!
+//! Everything here runs inside PID 1, on the single-threaded event loop:
+//! nothing panics, nothing blocks for long, memory is bounded, and every IO
+//! error is absorbed (lines that could not be written are counted, see
+//! [`ServiceLog::dropped`]) instead of being returned to the caller.
+//!
+//! Design notes:
+//! * One timestamp is taken per `feed`/`event`/`close_stream` call: all the
+//!   lines of one chunk read from a pipe were received at the same moment.
+//! * The lines of one call are formatted into one buffer, which is written
+//!   with one `write(2)` (more only at rotation points, or when one call
+//!   brings more than [`FLUSH_BYTES`] of formatted text).
+//! * The size of the current file is kept in memory (one `fstat` per open).
+//! * After a failure (ENOSPC, EACCES, EROFS, a missing directory, ...) the
+//!   file handle is dropped and reopening is tried again on later writes, at
+//!   most once per [`RETRY_INTERVAL`]. The first line written after a
+//!   recovery is `[ts] [init] log writing resumed: dropped N lines (M bytes)`.
+//!   Lines are still cached and handed to followers meanwhile.
+
+use std::io;
+use std::path::{Path, PathBuf};
+use std::time::{Duration, SystemTime};
+
+mod calendar;
+mod framing;
+pub mod pipe;
+mod ring;
+mod tail;
+#[cfg(test)]
+mod test_util;
+mod writer;
+
+use calendar::timestamp;
+use framing::{Batch, Framer};
+use ring::Ring;
+use writer::Writer;
+
+/// Where and how much to log (from init.yaml).
+#[derive(Debug, Clone)]
+pub struct LogSettings {
+    pub dir: PathBuf,
+    /// Rotate `<name>.log` before a line would make it larger than this.
+    /// 0 means no limit (never rotate).
+    pub max_size: u64,
+    /// How many rotated files (`<name>.log.1` ... `<name>.log.N`) to keep.
+    /// 0 means the current file is simply started afresh when full.
+    pub max_files: u32,
+}
+
+/// The service's output pipe a line came from.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Pipe {
+    Stdout,
+    Stderr,
+}
+
+impl Pipe {
+    /// Both pipes, in `index` order.
+    pub const ALL: [Pipe; 2] = [Pipe::Stdout, Pipe::Stderr];
+
+    /// 0 for stdout, 1 for stderr.
+    pub fn index(self) -> usize {
+        match self {
+            Pipe::Stdout => 0,
+            Pipe::Stderr => 1,
+        }
+    }
+}
+
+/// Upper bound of the text held in the in-memory ring of recent lines
+/// (sum of the formatted lines' lengths, without newlines). The newest line
+/// is always kept, even when it alone is larger, so the real bound is
+/// `CACHE_BYTES` plus one maximal line (the buffer holding the ring may
+/// reach about twice that before it is compacted).
+pub const CACHE_BYTES: usize = 64 * 1024;
+
+/// Longest line (in bytes of the service's output, before the timestamp
+/// prefix) written as one record; longer lines are split into pieces of
+/// this size (a piece may end up to 3 bytes earlier so as not to cut a UTF-8
+/// character in two). This also bounds each partial-line buffer.
+pub const MAX_LINE: usize = 64 * 1024;
+
+/// After a failed open, write or rotation, the disk is not tried again
+/// before this has passed.
+pub const RETRY_INTERVAL: Duration = Duration::from_secs(1);
+
+/// Formatted text of one call is written out (and handed over) whenever it
+/// grows past this, which bounds the memory a single call uses.
+pub const FLUSH_BYTES: usize = 256 * 1024;
+
+/// `tail` reads files backwards in chunks of this size.
+pub const TAIL_CHUNK: usize = 64 * 1024;
+
+/// `tail` stops collecting lines once they add up to this many bytes (the
+/// size the control protocol caps an answer at; only reached with long
+/// lines: 10000 lines of 420 bytes).
+pub const TAIL_MAX_BYTES: usize = 4 * 1024 * 1024;
+
+/// One service's log (also used for init's own `init.log`).
+pub struct ServiceLog {
+    /// Partial lines and the batch being formatted.
+    framer: Framer,
+    /// The files on disk, and what could not be written to them.
+    writer: Writer,
+    /// Recent formatted lines.
+    ring: Ring,
+}
+
+impl ServiceLog {
+    pub fn new(name: &str) -> Self {
+        ServiceLog {
+            framer: Framer::default(),
+            writer: Writer::new(name),
+            ring: Ring::default(),
+        }
+    }
+
+    /// Bytes read from the service's pipe. Complete lines are timestamped,
+    /// written and cached; each formatted line is also pushed to `out`
+    /// (for followers).
+    pub fn feed(&mut self, s: &LogSettings, pipe: Pipe, bytes: &[u8], out: &mut Vec<String>) {
+        self.feed_inner(s, pipe, bytes, Some(out));
+    }
+
+    /// Like [`feed`](Self::feed) for when nobody follows this log: the
+    /// formatted lines are not handed back, which saves one allocation per
+    /// line. (A "resumed" line is not handed back either.)
+    pub fn feed_unfollowed(&mut self, s: &LogSettings, pipe: Pipe, bytes: &[u8]) {
+        self.feed_inner(s, pipe, bytes, None);
+    }
+
+    fn feed_inner(
+        &mut self,
+        s: &LogSettings,
+        pipe: Pipe,
+        bytes: &[u8],
+        mut out: Option<&mut Vec<String>>,
+    ) {
+        if bytes.is_empty() {
+            return;
+        }
+        let ts = timestamp(SystemTime::now());
+        let Self {
+            framer,
+            writer,
+            ring,
+        } = self;
+        framer.feed(&ts, pipe, bytes, |batch| {
+            commit(writer, ring, s, &ts, batch, out.as_deref_mut());
+        });
+    }
+
+    /// The pipe closed: flush a final line that had no newline.
+    pub fn close_stream(&mut self, s: &LogSettings, pipe: Pipe, out: &mut Vec<String>) {
+        let partial = self.framer.take_partial(pipe);
+        if partial.is_empty() {
+            return;
+        }
+        let ts = timestamp(SystemTime::now());
+        let Self {
+            framer,
+            writer,
+            ring,
+        } = self;
+        framer.complete_line(&ts, pipe, &partial, |batch| {
+            commit(writer, ring, s, &ts, batch, Some(&mut *out));
+        });
+    }
+
+    /// A lifecycle line from init itself ("started with PID 12", ...).
+    /// A message with embedded newlines becomes several lines.
+    pub fn event(&mut self, s: &LogSettings, msg: &str, out: &mut Vec<String>) {
+        let ts = timestamp(SystemTime::now());
+        let Self {
+            framer,
+            writer,
+            ring,
+        } = self;
+        framer.event(&ts, msg, |batch| {
+            commit(writer, ring, s, &ts, batch, Some(&mut *out));
+        });
+    }
+
+    /// The last `n` lines (formatted, oldest first).
+    ///
+    /// Served from the in-memory ring when it holds at least `n` lines,
+    /// otherwise read back from `<name>.log`, `<name>.log.1`, ... (newest to
+    /// oldest), each read backwards in [`TAIL_CHUNK`] pieces so only about
+    /// as much as needed is read. Stops early at [`TAIL_MAX_BYTES`]. When the
+    /// files hold fewer lines than the ring (writing failed), the ring wins.
+    pub fn tail(&self, s: &LogSettings, n: usize) -> Vec<String> {
+        if n == 0 {
+            return Vec::new();
+        }
+        if self.ring.len() >= n {
+            return self.ring.last(n);
+        }
+        let lines = tail::from_files(s, self.writer.name(), n);
+        if lines.len() < self.ring.len() {
+            return self.ring.last(n);
+        }
+        lines
+    }
+
+    /// Remove the current and rotated files and empty the cache. Partial
+    /// lines in flight are kept: they will go to the new file. Logging
+    /// continues into a fresh file. Returns the first error other than
+    /// "not found" (after trying to remove everything anyway).
+    pub fn clear(&mut self, s: &LogSettings) -> io::Result<()> {
+        self.ring.clear();
+        self.writer.clear(s)
+    }
+
+    /// Lines and bytes dropped because the log could not be written
+    /// (totals since creation; bytes count the formatted lines with their
+    /// newlines).
+    pub fn dropped(&self) -> (u64, u64) {
+        self.writer.dropped()
+    }
+}
+
+/// Write `batch` to disk and into the ring, and hand its lines to `out`.
+/// A "resumed" line, if the file had to be reopened after drops, comes
+/// first everywhere.
+fn commit(
+    writer: &mut Writer,
+    ring: &mut Ring,
+    s: &LogSettings,
+    ts: &str,
+    batch: &Batch,
+    out: Option<&mut Vec<String>>,
+) {
+    let resumed = writer.write_batch(s, ts, batch.text(), batch.ends());
+    if let Some(out) = out {
+        out.reserve(batch.len() + usize::from(resumed.is_some()));
+        if let Some(r) = &resumed {
+            out.push(r.clone());
+        }
+        for line in batch.lines() {
+            out.push(line.to_owned());
+        }
+    }
+    if let Some(r) = &resumed {
+        ring.push_line(r);
+    }
+    ring.push_batch(batch.text(), batch.ends());
+}
+
+/// `<dir>/<name>.log` for index 0, `<dir>/<name>.log.<index>` otherwise.
+fn log_path(dir: &Path, name: &str, index: u32) -> PathBuf {
+    if index == 0 {
+        dir.join(format!("{name}.log"))
+    } else {
+        dir.join(format!("{name}.log.{index}"))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::test_util::*;
+    use super::*;
+    use std::time::Instant;
+
+    #[test]
+    fn pipe_indices_follow_all() {
+        for (i, p) in Pipe::ALL.into_iter().enumerate() {
+            assert_eq!(p.index(), i);
+        }
+        assert_eq!(Pipe::Stdout.index(), 0);
+        assert_eq!(Pipe::Stderr.index(), 1);
+    }
+
+    fn cpu_time() -> Duration {
+        use nix::time::{clock_gettime, ClockId};
+        clock_gettime(ClockId::CLOCK_THREAD_CPUTIME_ID)
+            .map(Duration::from)
+            .unwrap_or_default()
+    }
+
+    /// Feeds 100 MB of 100-byte lines in 64 KiB chunks; prints wall and
+    /// CPU time (the machine may be shared: CPU time is steadier). Run with
+    /// `cargo test --release -p init logs::tests::bench -- --ignored --nocapture`
+    #[test]
+    #[ignore]
+    fn bench_feed_100mb() {
+        let d = TempDir::new("bench");
+        let s = settings(&d.0, 1 << 40, 3);
+        let line = format!("{}\n", "b".repeat(99));
+        let chunk: Vec<u8> = line
+            .as_bytes()
+            .iter()
+            .copied()
+            .cycle()
+            .take(65_500)
+            .collect();
+        let total = 100 * 1000 * 1000;
+        for follow in [true, false] {
+            let mut log = ServiceLog::new("svc");
+            let mut out = Vec::new();
+            let (t, c) = (Instant::now(), cpu_time());
+            let mut fed = 0;
+            while fed < total {
+                if follow {
+                    log.feed(&s, Pipe::Stdout, &chunk, &mut out);
+                    out.clear();
+                } else {
+                    log.feed_unfollowed(&s, Pipe::Stdout, &chunk);
+                }
+                fed += chunk.len();
+            }
+            let (wall, cpu) = (t.elapsed(), cpu_time().saturating_sub(c));
+            println!(
+                "follow={follow}: {} MB in {wall:?} wall, {cpu:?} cpu: {:.0} MB/s (cpu)",
+                fed / 1_000_000,
+                fed as f64 / cpu.as_secs_f64() / 1e6
+            );
+            assert_eq!(log.dropped(), (0, 0));
+            let _ = log.clear(&s);
+        }
+    }
+}
