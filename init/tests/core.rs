@@ -1123,6 +1123,88 @@ fn check_mode_reports_order_and_errors() {
     assert!(!good.path().join("log").exists());
 }
 
+/// `--check` looks ExecStart programs up on the PATH the service will get
+/// (its Environment's, else init.yaml's, else init's, else the default one
+/// with the sbin directories), and a service found there does run.
+#[test]
+fn check_looks_programs_up_on_the_services_path() {
+    use std::os::unix::fs::PermissionsExt;
+    let dir = TempDir::new("chk-path");
+    let tool = |sub: &str, name: &str| {
+        let d = dir.path().join(sub);
+        std::fs::create_dir_all(&d).unwrap();
+        let marker = dir.path().join(format!("{name}.ran"));
+        let p = d.join(name);
+        std::fs::write(&p, format!("#!/bin/sh\necho ran > {}\n", marker.display())).unwrap();
+        std::fs::set_permissions(&p, std::fs::Permissions::from_mode(0o755)).unwrap();
+        (d, marker)
+    };
+    let (own_dir, own_ran) = tool("own", "tool-own");
+    let (global_dir, global_ran) = tool("global", "tool-global");
+    let init = Init::start_with(
+        &[
+            (
+                "own",
+                &svc(
+                    "tool-own",
+                    &format!(
+                        "Environment = [\"PATH={}:/usr/bin:/bin\"]",
+                        own_dir.display()
+                    ),
+                ),
+            ),
+            ("global", &svc("tool-global", "")),
+            ("ghost", &svc("no-such-tool-anywhere", "")),
+        ],
+        Opts {
+            extra_yaml: format!("environment:\n  PATH: {}\n", global_dir.display()),
+            ..Opts::default()
+        },
+    );
+    // The services that --check must not warn about do run.
+    for marker in [&own_ran, &global_ran] {
+        assert!(
+            wait_for(|| marker.exists(), TIMEOUT),
+            "{} never ran\n{}",
+            marker.display(),
+            init.stderr_text()
+        );
+    }
+    let out = run_init(&["--check", "-c", init.config.to_str().unwrap()], &[]);
+    let text = String::from_utf8_lossy(&out.stdout).to_string();
+    assert_eq!(out.status.code(), Some(0), "{text}");
+    assert!(!text.contains("'tool-own' not found"), "{text}");
+    assert!(!text.contains("'tool-global' not found"), "{text}");
+    assert!(text.contains("'no-such-tool-anywhere' not found"), "{text}");
+
+    // No PATH anywhere: services get the default one, sbin directories
+    // included, and --check looks there too.
+    let bins = ["/usr/local/bin", "/usr/bin", "/bin"];
+    let sbin_only = ["/usr/local/sbin", "/usr/sbin", "/sbin"]
+        .iter()
+        .filter_map(|d| std::fs::read_dir(d).ok())
+        .flatten()
+        .flatten()
+        .map(|e| e.file_name().to_string_lossy().into_owned())
+        .find(|n| !bins.iter().any(|b| Path::new(b).join(n).exists()))
+        .expect("no program in an sbin directory that is not in a bin one");
+    let sd = dir.path().join("s");
+    std::fs::create_dir_all(&sd).unwrap();
+    std::fs::write(sd.join("admin.service"), svc(&sbin_only, "")).unwrap();
+    let cfg = dir.path().join("nopath.yaml");
+    std::fs::write(&cfg, format!("service_dir: {}\n", sd.display())).unwrap();
+    let out = std::process::Command::new(init_bin())
+        .args(["--check", "-c", cfg.to_str().unwrap()])
+        .env_remove("PATH")
+        .env_remove("INIT_CONFIG")
+        .stdin(std::process::Stdio::null())
+        .output()
+        .unwrap();
+    let text = String::from_utf8_lossy(&out.stdout).to_string();
+    assert_eq!(out.status.code(), Some(0), "{text}");
+    assert!(text.contains("0 warnings"), "{sbin_only}: {text}");
+}
+
 struct KillOnDrop(std::process::Child);
 impl Drop for KillOnDrop {
     fn drop(&mut self) {
