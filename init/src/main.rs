@@ -121,6 +121,11 @@ fn run() -> i32 {
     console::open_init_log(&supervisor::log_settings(&cfg));
     let mut sup = match supervisor::Supervisor::new(cfg, source) {
         Ok(s) => s,
+        // AddrInUse: another init serves our control socket (never as PID 1).
+        Err(e) if e.kind() == std::io::ErrorKind::AddrInUse => {
+            error!("{e}; not starting any service: exiting");
+            return idle_forever(pid1);
+        }
         Err(e) => {
             error!("cannot set up the event loop: {e}");
             return idle_forever(pid1);

@@ -208,11 +208,13 @@ impl Supervisor {
             pipe_buf: Vec::new(),
             requests: 0,
         };
-        s.open_listeners();
+        s.open_listeners()?;
         Ok(s)
     }
 
-    fn open_listeners(&mut self) {
+    /// Err only when another process serves our Unix socket and we are not
+    /// PID 1: our services would run twice, with no socket to control them.
+    fn open_listeners(&mut self) -> std::io::Result<()> {
         let c = self.cfg.control.clone();
         if c.unix_socket_enabled {
             match bind_unix(Path::new(&c.unix_socket_path)) {
@@ -228,6 +230,10 @@ impl Supervisor {
                         }
                         Err(e) => error!("control socket {}: {e}", c.unix_socket_path),
                     }
+                }
+                Err(e) if e.kind() == std::io::ErrorKind::AddrInUse && !sys::is_pid1() => {
+                    let msg = format!("control socket {}: {e}", c.unix_socket_path);
+                    return Err(std::io::Error::new(e.kind(), msg));
                 }
                 Err(e) => error!("control socket {}: {e}", c.unix_socket_path),
             }
@@ -257,6 +263,7 @@ impl Supervisor {
                 ),
             }
         }
+        Ok(())
     }
 
     // ----- loading and order -------------------------------------------

@@ -938,21 +938,43 @@ fn socket_is_private_and_a_stale_one_is_replaced() {
     assert_eq!(mode, 0o600, "{mode:o}");
 }
 
+/// A second init (not PID 1) at the live socket of another: it does not
+/// take the socket, starts none of its services (they would run twice,
+/// with no socket to control them) and exits non-zero naming the socket.
 #[test]
-fn a_live_socket_is_not_stolen_by_a_second_init() {
+fn a_second_init_at_a_live_socket_exits_and_starts_nothing() {
     let first = Init::start(&[]);
-    let second = Init::start_with(
-        &[("a", &svc("sleep 1000", ""))],
+    let scratch = TempDir::new("second");
+    let marker = scratch.path().join("ran");
+    let mut second = Init::start_with(
+        &[(
+            "a",
+            &svc(
+                &sh(&format!("touch {}; exec sleep 1000", marker.display())),
+                "",
+            ),
+        )],
         Opts {
             socket: Some(first.socket.clone()),
             no_wait: true,
             ..Opts::default()
         },
     );
+    let code = second.wait_exit(TIMEOUT);
+    let err = second.stderr_text();
     assert!(
-        wait_for(|| second.stderr_text().contains("listening on it"), TIMEOUT),
-        "{}",
-        second.stderr_text()
+        matches!(code, Some(Some(c)) if c != 0),
+        "second init: {code:?}\n{err}"
+    );
+    assert!(
+        err.contains(&format!("control socket {}", first.socket.display()))
+            && err.contains("listening on it"),
+        "{err}"
+    );
+    assert!(!err.contains("services loaded"), "{err}");
+    assert!(
+        !marker.exists(),
+        "the second init started its service\n{err}"
     );
     // The first still owns its socket.
     assert_eq!(first.request(r#""Ping""#), json!("Pong"));
