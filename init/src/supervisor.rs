@@ -146,6 +146,8 @@ pub struct Supervisor {
     sigfd: SignalFd,
     timer: TimerFd,
     unix: Option<mio::net::UnixListener>,
+    /// The socket file `unix` was bound to: removed at exit if still there.
+    unix_file: Option<sys::FileId>,
     vsock: Option<vsock::VsockListener>,
     cfg: InitConfig,
     config_path: PathBuf,
@@ -190,6 +192,7 @@ impl Supervisor {
             sigfd,
             timer,
             unix: None,
+            unix_file: None,
             vsock: None,
             cfg,
             config_path,
@@ -227,6 +230,7 @@ impl Supervisor {
                         Ok(()) => {
                             info!("control socket listening on {}", c.unix_socket_path);
                             self.unix = Some(l);
+                            self.unix_file = sys::FileId::of(Path::new(&c.unix_socket_path));
                         }
                         Err(e) => error!("control socket {}: {e}", c.unix_socket_path),
                     }
@@ -795,6 +799,15 @@ impl Supervisor {
 
     /// After the loop: SIGKILL whatever is left (orphans too), reap, sync.
     pub fn final_cleanup(&mut self) {
+        // A socket file left behind refuses connections ("is init running?").
+        if let Some(f) = self.unix_file.take() {
+            if let Err(e) = f.remove_if_unchanged() {
+                warn!(
+                    "control socket {}: cannot remove it: {e}",
+                    f.path().display()
+                );
+            }
+        }
         if sys::is_pid1() {
             sys::kill_all(Signal::SIGKILL);
         } else {

@@ -981,6 +981,44 @@ fn a_second_init_at_a_live_socket_exits_and_starts_nothing() {
     assert_eq!(first.list().len(), 0);
 }
 
+/// After a clean shutdown the control socket file is gone (a client gets
+/// "no such file", not "connection refused"), unless another socket was put
+/// at the path meanwhile: that one is not init's and stays.
+#[test]
+fn the_socket_file_is_removed_at_exit_if_still_ours() {
+    let mut init = Init::start(&[("a", &svc("sleep 1000", ""))]);
+    init.wait_state("a", "running");
+    let v = init.request(r#""SystemShutdown""#);
+    assert!(message(&v, "Success").contains("shutting down"), "{v}");
+    assert_eq!(
+        init.wait_exit(TIMEOUT),
+        Some(Some(0)),
+        "{}",
+        init.stderr_text()
+    );
+    let err = UnixStream::connect(&init.socket).unwrap_err();
+    assert_eq!(err.kind(), std::io::ErrorKind::NotFound, "{err}");
+
+    // Another socket renamed over init's (a new inode): left alone at exit.
+    let mut init = Init::start(&[]);
+    let tmp = init.dir.path().join("other.sock");
+    let other = std::os::unix::net::UnixListener::bind(&tmp).unwrap();
+    std::fs::rename(&tmp, &init.socket).unwrap();
+    init.signal(15);
+    assert_eq!(
+        init.wait_exit(TIMEOUT),
+        Some(Some(0)),
+        "{}",
+        init.stderr_text()
+    );
+    assert!(
+        UnixStream::connect(&init.socket).is_ok(),
+        "the other socket was removed\n{}",
+        init.stderr_text()
+    );
+    drop(other);
+}
+
 #[test]
 fn a_regular_file_at_the_socket_path_is_left_alone() {
     let dir = TempDir::new("notsock");
