@@ -2,7 +2,7 @@
 //! start order and each problem with its file, start nothing. Exit 1 on
 //! errors, 0 otherwise (warnings allowed).
 
-use crate::{config, graph, unit};
+use crate::{config, graph, spawn, unit};
 use std::path::Path;
 
 pub fn run(path: &Path) -> i32 {
@@ -52,7 +52,7 @@ pub fn run(path: &Path) -> i32 {
                     }
                 }
                 if let Some(prog) = d.argv.first() {
-                    if !program_exists(prog, &cfg.environment) {
+                    if !program_exists(prog, &spawn::service_path(d, &cfg.environment)) {
                         warnings.push(format!("{file}: ExecStart program '{prog}' not found"));
                     }
                 }
@@ -99,14 +99,10 @@ pub fn run(path: &Path) -> i32 {
     i32::from(!errors.is_empty())
 }
 
-fn program_exists(prog: &str, env: &std::collections::BTreeMap<String, String>) -> bool {
+/// Is `prog` there, as the service's exec will look for it on `path`?
+fn program_exists(prog: &str, path: &std::ffi::OsStr) -> bool {
     if prog.contains('/') {
         return Path::new(prog).exists();
     }
-    let path = env
-        .get("PATH")
-        .cloned()
-        .or_else(|| std::env::var("PATH").ok())
-        .unwrap_or_else(|| "/usr/local/bin:/usr/bin:/bin".into());
-    path.split(':').any(|d| Path::new(d).join(prog).exists())
+    std::env::split_paths(path).any(|d| d.join(prog).exists())
 }

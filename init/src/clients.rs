@@ -7,13 +7,14 @@
 use crate::control::{Conn, Next, Stream};
 use crate::os::Os;
 use crate::supervisor::{ClientId, Out, Reply, Supervisor};
+use crate::sys::FileId;
 use mio::unix::SourceFd;
 use mio::{Interest, Registry, Token};
 use shared::config::ControlConfig;
 use shared::protocol::Response;
 use std::collections::BTreeMap;
 use std::os::fd::AsRawFd;
-use std::path::{Path, PathBuf};
+use std::path::Path;
 use std::time::Instant;
 
 pub const UNIX_LISTENER: Token = Token(2);
@@ -26,8 +27,8 @@ const REQUESTS_PER_TURN: usize = 64;
 
 pub struct Clients {
     unix: Option<mio::net::UnixListener>,
-    /// The socket file we bound (dev, inode): removed at exit if still ours.
-    unix_file: Option<(PathBuf, u64, u64)>,
+    /// The socket file we bound: removed at exit if still ours.
+    unix_file: Option<FileId>,
     vsock: Option<vsock::VsockListener>,
     conns: BTreeMap<ClientId, Conn>,
     next: ClientId,
@@ -56,7 +57,7 @@ impl Clients {
                 Ok(mut l) => match reg.register(&mut l, UNIX_LISTENER, Interest::READABLE) {
                     Ok(()) => {
                         info!("control socket listening on {}", c.unix_socket_path);
-                        cl.unix_file = file_id(path).map(|(d, i)| (path.to_path_buf(), d, i));
+                        cl.unix_file = FileId::of(path);
                         cl.unix = Some(l);
                     }
                     Err(e) => error!("control socket {}: {e}", c.unix_socket_path),
@@ -100,9 +101,9 @@ impl Clients {
 
     /// Remove the socket file at exit, if it is still the one we bound.
     pub fn close(&mut self) {
-        if let Some((path, dev, ino)) = self.unix_file.take() {
-            if file_id(&path) == Some((dev, ino)) {
-                let _ = std::fs::remove_file(&path);
+        if let Some(f) = self.unix_file.take() {
+            if let Err(e) = f.remove_if_unchanged() {
+                warn!("cannot remove {}: {e}", f.path().display());
             }
         }
     }
@@ -324,13 +325,6 @@ impl Clients {
     pub fn is_conn(t: Token) -> Option<ClientId> {
         t.0.checked_sub(CONN_BASE).map(|n| n as ClientId)
     }
-}
-
-fn file_id(path: &Path) -> Option<(u64, u64)> {
-    use std::os::unix::fs::MetadataExt;
-    std::fs::symlink_metadata(path)
-        .ok()
-        .map(|m| (m.dev(), m.ino()))
 }
 
 /// Bind the control socket, mode 0600. A stale socket file is replaced; a

@@ -126,7 +126,7 @@ fn run() -> i32 {
     let mut sup = match reactor::Reactor::new(cfg, source) {
         Ok(s) => s,
         Err(reactor::SetupError::SocketInUse(e)) => {
-            error!("{e}: another init is running; starting no services");
+            error!("{e}; not starting any service: exiting");
             return idle_forever(pid1);
         }
         Err(reactor::SetupError::Io(e)) => {

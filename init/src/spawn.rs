@@ -5,6 +5,7 @@
 use crate::unit::ServiceDef;
 use nix::unistd::Pid;
 use std::collections::BTreeMap;
+use std::ffi::OsString;
 use std::os::fd::OwnedFd;
 use std::os::unix::process::CommandExt;
 use std::process::{Command, Stdio};
@@ -22,23 +23,32 @@ pub struct Spawned {
     pub stderr: OwnedFd,
 }
 
+/// The PATH a service runs with and its ExecStart program is looked up on
+/// (by `spawn` and by `init --check`): as for every variable, init's own,
+/// then init.yaml's `environment`, then the service's `Environment` (later
+/// wins); `DEFAULT_PATH` if none has PATH (PID 1 may start without one).
+pub fn service_path(def: &ServiceDef, global_env: &BTreeMap<String, String>) -> OsString {
+    if let Some((_, v)) = def.environment.iter().rev().find(|(k, _)| k == "PATH") {
+        return v.into();
+    }
+    if let Some(v) = global_env.get("PATH") {
+        return v.into();
+    }
+    std::env::var_os("PATH").unwrap_or_else(|| DEFAULT_PATH.into())
+}
+
 /// Environment: init's own, then init.yaml's `environment`, then the
-/// service's `Environment` (later wins); `DEFAULT_PATH` if none has PATH.
+/// service's `Environment` (later wins); PATH as `service_path` says.
 pub fn spawn(def: &ServiceDef, global_env: &BTreeMap<String, String>) -> Result<Spawned, String> {
     let Some((program, args)) = def.argv.split_first() else {
         return Err("empty ExecStart".into());
     };
     let mut cmd = Command::new(program);
-    // PID 1 may start with no PATH at all; give services the usual one.
-    let has_path = std::env::var_os("PATH").is_some()
-        || global_env.contains_key("PATH")
-        || def.environment.iter().any(|(k, _)| k == "PATH");
-    if !has_path {
-        cmd.env("PATH", DEFAULT_PATH);
-    }
     cmd.args(args)
         .envs(global_env)
         .envs(def.environment.iter().map(|(k, v)| (k, v)))
+        // Also the PATH `program` is looked up on.
+        .env("PATH", service_path(def, global_env))
         .stdin(Stdio::null())
         .stdout(Stdio::piped())
         .stderr(Stdio::piped());

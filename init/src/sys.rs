@@ -508,3 +508,39 @@ pub fn set_vsock_connect_timeout(fd: &OwnedFd, d: Duration) {
         );
     }
 }
+
+/// A file as it was when recorded: its path, device and inode.
+pub struct FileId {
+    path: std::path::PathBuf,
+    dev: u64,
+    ino: u64,
+}
+
+impl FileId {
+    /// The file now at `path` (not following a symlink), if any.
+    pub fn of(path: &std::path::Path) -> Option<FileId> {
+        use std::os::unix::fs::MetadataExt;
+        let m = std::fs::symlink_metadata(path).ok()?;
+        Some(FileId {
+            path: path.to_path_buf(),
+            dev: m.dev(),
+            ino: m.ino(),
+        })
+    }
+
+    pub fn path(&self) -> &std::path::Path {
+        &self.path
+    }
+
+    /// Remove the file if the path still names it (same device and inode):
+    /// Ok(false) when it is gone or another file took its place.
+    pub fn remove_if_unchanged(&self) -> std::io::Result<bool> {
+        match FileId::of(&self.path) {
+            Some(now) if now.dev == self.dev && now.ino == self.ino => {
+                std::fs::remove_file(&self.path)?;
+                Ok(true)
+            }
+            _ => Ok(false),
+        }
+    }
+}

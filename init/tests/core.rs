@@ -938,25 +938,85 @@ fn socket_is_private_and_a_stale_one_is_replaced() {
     assert_eq!(mode, 0o600, "{mode:o}");
 }
 
+/// A second init (not PID 1) at the live socket of another: it does not
+/// take the socket, starts none of its services (they would run twice,
+/// with no socket to control them) and exits non-zero naming the socket.
 #[test]
-fn a_live_socket_is_not_stolen_by_a_second_init() {
+fn a_second_init_at_a_live_socket_exits_and_starts_nothing() {
     let first = Init::start(&[]);
-    let second = Init::start_with(
-        &[("a", &svc("sleep 1000", ""))],
+    let scratch = TempDir::new("second");
+    let marker = scratch.path().join("ran");
+    let mut second = Init::start_with(
+        &[(
+            "a",
+            &svc(
+                &sh(&format!("touch {}; exec sleep 1000", marker.display())),
+                "",
+            ),
+        )],
         Opts {
             socket: Some(first.socket.clone()),
             no_wait: true,
             ..Opts::default()
         },
     );
+    let code = second.wait_exit(TIMEOUT);
+    let err = second.stderr_text();
     assert!(
-        wait_for(|| second.stderr_text().contains("listening on it"), TIMEOUT),
-        "{}",
-        second.stderr_text()
+        matches!(code, Some(Some(c)) if c != 0),
+        "second init: {code:?}\n{err}"
+    );
+    assert!(
+        err.contains(&format!("control socket {}", first.socket.display()))
+            && err.contains("listening on it"),
+        "{err}"
+    );
+    assert!(!err.contains("services loaded"), "{err}");
+    assert!(
+        !marker.exists(),
+        "the second init started its service\n{err}"
     );
     // The first still owns its socket.
     assert_eq!(first.request(r#""Ping""#), json!("Pong"));
     assert_eq!(first.list().len(), 0);
+}
+
+/// After a clean shutdown the control socket file is gone (a client gets
+/// "no such file", not "connection refused"), unless another socket was put
+/// at the path meanwhile: that one is not init's and stays.
+#[test]
+fn the_socket_file_is_removed_at_exit_if_still_ours() {
+    let mut init = Init::start(&[("a", &svc("sleep 1000", ""))]);
+    init.wait_state("a", "running");
+    let v = init.request(r#""SystemShutdown""#);
+    assert!(message(&v, "Success").contains("shutting down"), "{v}");
+    assert_eq!(
+        init.wait_exit(TIMEOUT),
+        Some(Some(0)),
+        "{}",
+        init.stderr_text()
+    );
+    let err = UnixStream::connect(&init.socket).unwrap_err();
+    assert_eq!(err.kind(), std::io::ErrorKind::NotFound, "{err}");
+
+    // Another socket renamed over init's (a new inode): left alone at exit.
+    let mut init = Init::start(&[]);
+    let tmp = init.dir.path().join("other.sock");
+    let other = std::os::unix::net::UnixListener::bind(&tmp).unwrap();
+    std::fs::rename(&tmp, &init.socket).unwrap();
+    init.signal(15);
+    assert_eq!(
+        init.wait_exit(TIMEOUT),
+        Some(Some(0)),
+        "{}",
+        init.stderr_text()
+    );
+    assert!(
+        UnixStream::connect(&init.socket).is_ok(),
+        "the other socket was removed\n{}",
+        init.stderr_text()
+    );
+    drop(other);
 }
 
 #[test]
@@ -1121,6 +1181,88 @@ fn check_mode_reports_order_and_errors() {
     assert!(text.contains("ghost"), "{text}");
     assert!(text.contains("2 errors"), "{text}");
     assert!(!good.path().join("log").exists());
+}
+
+/// `--check` looks ExecStart programs up on the PATH the service will get
+/// (its Environment's, else init.yaml's, else init's, else the default one
+/// with the sbin directories), and a service found there does run.
+#[test]
+fn check_looks_programs_up_on_the_services_path() {
+    use std::os::unix::fs::PermissionsExt;
+    let dir = TempDir::new("chk-path");
+    let tool = |sub: &str, name: &str| {
+        let d = dir.path().join(sub);
+        std::fs::create_dir_all(&d).unwrap();
+        let marker = dir.path().join(format!("{name}.ran"));
+        let p = d.join(name);
+        std::fs::write(&p, format!("#!/bin/sh\necho ran > {}\n", marker.display())).unwrap();
+        std::fs::set_permissions(&p, std::fs::Permissions::from_mode(0o755)).unwrap();
+        (d, marker)
+    };
+    let (own_dir, own_ran) = tool("own", "tool-own");
+    let (global_dir, global_ran) = tool("global", "tool-global");
+    let init = Init::start_with(
+        &[
+            (
+                "own",
+                &svc(
+                    "tool-own",
+                    &format!(
+                        "Environment = [\"PATH={}:/usr/bin:/bin\"]",
+                        own_dir.display()
+                    ),
+                ),
+            ),
+            ("global", &svc("tool-global", "")),
+            ("ghost", &svc("no-such-tool-anywhere", "")),
+        ],
+        Opts {
+            extra_yaml: format!("environment:\n  PATH: {}\n", global_dir.display()),
+            ..Opts::default()
+        },
+    );
+    // The services that --check must not warn about do run.
+    for marker in [&own_ran, &global_ran] {
+        assert!(
+            wait_for(|| marker.exists(), TIMEOUT),
+            "{} never ran\n{}",
+            marker.display(),
+            init.stderr_text()
+        );
+    }
+    let out = run_init(&["--check", "-c", init.config.to_str().unwrap()], &[]);
+    let text = String::from_utf8_lossy(&out.stdout).to_string();
+    assert_eq!(out.status.code(), Some(0), "{text}");
+    assert!(!text.contains("'tool-own' not found"), "{text}");
+    assert!(!text.contains("'tool-global' not found"), "{text}");
+    assert!(text.contains("'no-such-tool-anywhere' not found"), "{text}");
+
+    // No PATH anywhere: services get the default one, sbin directories
+    // included, and --check looks there too.
+    let bins = ["/usr/local/bin", "/usr/bin", "/bin"];
+    let sbin_only = ["/usr/local/sbin", "/usr/sbin", "/sbin"]
+        .iter()
+        .filter_map(|d| std::fs::read_dir(d).ok())
+        .flatten()
+        .flatten()
+        .map(|e| e.file_name().to_string_lossy().into_owned())
+        .find(|n| !bins.iter().any(|b| Path::new(b).join(n).exists()))
+        .expect("no program in an sbin directory that is not in a bin one");
+    let sd = dir.path().join("s");
+    std::fs::create_dir_all(&sd).unwrap();
+    std::fs::write(sd.join("admin.service"), svc(&sbin_only, "")).unwrap();
+    let cfg = dir.path().join("nopath.yaml");
+    std::fs::write(&cfg, format!("service_dir: {}\n", sd.display())).unwrap();
+    let out = std::process::Command::new(init_bin())
+        .args(["--check", "-c", cfg.to_str().unwrap()])
+        .env_remove("PATH")
+        .env_remove("INIT_CONFIG")
+        .stdin(std::process::Stdio::null())
+        .output()
+        .unwrap();
+    let text = String::from_utf8_lossy(&out.stdout).to_string();
+    assert_eq!(out.status.code(), Some(0), "{text}");
+    assert!(text.contains("0 warnings"), "{sbin_only}: {text}");
 }
 
 struct KillOnDrop(std::process::Child);

@@ -322,3 +322,41 @@ fn pid1_ignores_exiting_flags_needs_root() {
     assert_eq!(init.request(r#""Ping""#), serde_json::json!("Pong"));
     assert!(init.stderr_text().contains("running as PID 1"));
 }
+
+/// As PID 1, a live socket of another process at the control socket path
+/// is logged and init carries on without it: it starts its services and
+/// does not exit (a non-PID-1 init exits 1 there; see core.rs).
+#[test]
+fn pid1_at_a_live_socket_keeps_running_needs_root() {
+    let Some(opts) = unshare_opts() else { return };
+    let first = Init::start(&[]);
+    let scratch = TempDir::new("pid1-sock");
+    let marker = scratch.path().join("ran");
+    let mut init = Init::start_with(
+        &[(
+            "a",
+            &svc(
+                &sh(&format!("touch {}; exec sleep 1000", marker.display())),
+                "",
+            ),
+        )],
+        Opts {
+            socket: Some(first.socket.clone()),
+            no_wait: true,
+            ..opts
+        },
+    );
+    assert!(
+        wait_for(|| marker.exists(), TIMEOUT),
+        "{}",
+        init.stderr_text()
+    );
+    let err = init.stderr_text();
+    assert!(err.contains("listening on it"), "{err}");
+    assert!(!err.contains("not starting any service"), "{err}");
+    // Its service ran, so it is past the point where it would have exited.
+    let still = init.child.as_mut().map(|c| c.try_wait());
+    assert!(matches!(still, Some(Ok(None))), "{still:?}\n{err}");
+    assert!(pid_alive(init.init_pid()), "{err}");
+    assert_eq!(first.request(r#""Ping""#), serde_json::json!("Pong"));
+}
