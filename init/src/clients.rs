@@ -219,8 +219,6 @@ impl Clients {
                             Reply::Stream(first) => c.start_follow(&first),
                         }
                     }
-                    // What the request did may concern other clients too.
-                    self.deliver(sup.take_out(), now);
                 }
             }
         }

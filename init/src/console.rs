@@ -3,6 +3,7 @@
 
 use std::cell::RefCell;
 use std::fmt::Arguments;
+#[cfg(not(test))]
 use std::io::Write;
 
 /// Where init's messages go besides stderr.
@@ -19,6 +20,10 @@ pub fn set_sink(sink: Sink) {
 
 pub fn write(level: &str, args: Arguments) {
     let line = format!("init: {level}: {args}");
+    // Unit tests: through the test harness's capture, not straight to fd 2.
+    #[cfg(test)]
+    eprintln!("{line}");
+    #[cfg(not(test))]
     let _ = writeln!(std::io::stderr(), "{line}");
     SINK.with(|s| {
         if let Ok(mut s) = s.try_borrow_mut() {

@@ -178,16 +178,35 @@ impl Reactor {
     /// it answered.
     fn deliver(&mut self, now: Instant) {
         let reg = self.poll.registry();
-        for cid in self.clients.deliver_and_serve(reg, &mut self.sup, now) {
-            self.backlog
-                .insert(Token(crate::clients::CONN_BASE + cid as usize));
+        // Serving an answered client may bring more output: bounded rounds.
+        for _ in 0..16 {
+            for cid in self.clients.deliver_and_serve(reg, &mut self.sup, now) {
+                self.backlog
+                    .insert(Token(crate::clients::CONN_BASE + cid as usize));
+            }
+            if !self.sup.has_out() {
+                return;
+            }
         }
+        self.backlog.insert(TIMER);
     }
 
+    /// After each batch: the supervisor finishes its turn (held answers
+    /// decided), clients get what is theirs, until nothing new comes; then
+    /// the timer is armed for the earliest deadline.
     fn end_turn(&mut self) {
-        self.sup.tick();
         let now = Instant::now();
-        self.deliver(now);
+        for round in 0.. {
+            self.sup.tick();
+            if !self.sup.has_out() {
+                break;
+            }
+            if round == 16 {
+                self.backlog.insert(TIMER);
+                break;
+            }
+            self.deliver(now);
+        }
         let next = [self.sup.next_deadline(), self.clients.next_deadline()]
             .into_iter()
             .flatten()

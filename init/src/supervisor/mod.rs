@@ -286,6 +286,10 @@ impl<O: Os> Supervisor<O> {
         self.forget_removed();
     }
 
+    pub fn has_out(&self) -> bool {
+        !self.out.is_empty()
+    }
+
     /// Take what is to be delivered to clients.
     pub fn take_out(&mut self) -> Vec<Out> {
         std::mem::take(&mut self.out)
@@ -343,6 +347,12 @@ impl<O: Os> Supervisor<O> {
 
     fn start(&mut self, id: usize, manual: bool, pull_in: bool) {
         if self.ending.is_some() {
+            return;
+        }
+        // Queued to stop (waiting for what is ordered after it): no
+        // automatic start, whatever the policy says.
+        if !manual && self.stop_queue.contains(&id) {
+            self.feed(id, Event::Stop);
             return;
         }
         let (req, pull) = self.requirements(id, pull_in);
@@ -486,6 +496,10 @@ impl<O: Os> Supervisor<O> {
             match state {
                 State::Inactive | State::Invalid | State::Failed => {
                     self.stop_queue.remove(&id);
+                }
+                // Already stopping: a restart in progress becomes a stop.
+                State::Stopping if self.table.get(id).is_some_and(|s| s.m().restart_pending()) => {
+                    self.feed(id, Event::Stop)
                 }
                 State::Stopping => {}
                 State::Waiting { .. } | State::AutoRestart => self.feed(id, Event::Stop),
