@@ -213,10 +213,8 @@ impl<O: Os> Supervisor<O> {
                     .get(id)
                     .and_then(|s| s.proc_())
                     .filter(|p| same_gen(p.gen, gen));
-                if let Some(p) = current {
-                    if self.os.exited(p) {
-                        self.proc_exited(id);
-                    }
+                if current.is_some_and(|p| self.os.exited(p)) {
+                    self.proc_exited(id);
                 }
                 false
             }
@@ -239,7 +237,11 @@ impl<O: Os> Supervisor<O> {
                 break;
             };
             match self.table.by_pid(pid.as_raw()) {
-                Some(id) => self.proc_exited(id),
+                Some(id) => {
+                    if !self.proc_exited(id) {
+                        break; // could not reap it: do not spin
+                    }
+                }
                 None => match self.os.reap(pid) {
                     Some(exit) => info!("reaped orphan {pid} ({})", exit.describe()),
                     None => break, // could not reap it: do not spin
@@ -593,14 +595,15 @@ impl<O: Os> Supervisor<O> {
     /// The current process of `id` has exited and is not reaped yet: kill
     /// what is left of its group (the id cannot be recycled while the
     /// leader is a zombie), reap it, log what it wrote, tell the machine.
-    fn proc_exited(&mut self, id: usize) {
+    /// False if it could not be reaped.
+    fn proc_exited(&mut self, id: usize) -> bool {
         let Some(p) = self.table.get(id).and_then(|s| s.proc_()) else {
-            return;
+            return false;
         };
         self.os.kill_leftovers(p);
         let pid = p.pid;
         let Some(exit) = self.os.reap(pid) else {
-            return;
+            return false;
         };
         if let Some(p) = self.table.take_proc(id) {
             if let Some(fd) = &p.pidfd {
@@ -612,6 +615,7 @@ impl<O: Os> Supervisor<O> {
         }
         self.log_event(id, &exit.describe());
         self.queue.push_back(Work::Feed(id, Event::Exited(exit)));
+        true
     }
 
     // ----- output ----------------------------------------------------------
