@@ -1214,12 +1214,21 @@ fn services_get_a_default_path() {
             ..Opts::default()
         },
     );
+    // The file appears when `env` starts writing it; it is complete once
+    // the service has exited (file first: then "inactive" is after the run).
+    let mut st = Value::Null;
     assert!(
-        wait_for(|| out.exists(), TIMEOUT),
-        "{}\n{}",
-        init.status("p"),
+        wait_for(
+            || out.exists() && {
+                st = init.status("p");
+                st["state"] == "inactive"
+            },
+            TIMEOUT
+        ),
+        "{st}\n{}",
         init.stderr_text()
     );
+    assert_eq!(st["exit_status"], json!(0), "{st}");
     let env = std::fs::read_to_string(&out).unwrap();
     assert!(
         env.lines()
