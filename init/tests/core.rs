@@ -1186,7 +1186,16 @@ fn init_is_one_thread() {
         ),
     ]);
     init.wait_state("chatty", "running");
-    init.wait_state("stubborn", "running");
+    let pid = init.wait_state("stubborn", "running")["pid"]
+        .as_i64()
+        .unwrap() as i32;
+    // Until the shell has run its trap, SIGTERM ends it at once and there
+    // is no "stopping" to see.
+    assert!(
+        wait_for(|| ignores_sigterm(pid), TIMEOUT),
+        "SigIgn {:?}",
+        proc_status_field(pid, "SigIgn")
+    );
     let _idle = init.connect();
     let mut stopping = init.connect();
     std::io::Write::write_all(&mut stopping, br#"{"ServiceStop":{"name":"stubborn"}}"#).unwrap();
