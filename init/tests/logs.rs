@@ -234,11 +234,22 @@ fn dropped(init: &Init, name: &str) -> (u64, u64) {
     )
 }
 
+/// The number in a counter file a service rewrites with `echo $i > FILE`.
+/// That truncates first, so a read can find the file empty (or not yet
+/// there): wait for a whole number rather than take that for 0.
 fn read_num(p: &Path) -> u64 {
-    std::fs::read_to_string(p)
-        .ok()
-        .and_then(|s| s.trim().parse().ok())
-        .unwrap_or(0)
+    let mut n = None;
+    let ok = wait_for(
+        || {
+            n = std::fs::read_to_string(p)
+                .ok()
+                .and_then(|s| s.trim().parse().ok());
+            n.is_some()
+        },
+        TIMEOUT,
+    );
+    assert!(ok, "no number in {}", p.display());
+    n.unwrap_or_default()
 }
 
 fn is_root() -> bool {
