@@ -989,24 +989,35 @@ fn a_follower_that_never_reads_is_dropped_and_slows_nothing() {
         }
     });
 
+    // At least 3 s, and until the service has looped 20 times and the good
+    // follower has 2 MB (so the slow one has more than its 1 MiB queue): on
+    // an idle machine both take about 1 s, on a loaded one longer. A stuck
+    // follower that blocked init would stop both for good.
     let start = Instant::now();
     let (mut worst_ping, mut max_rss) = (Duration::ZERO, 0);
     let mut good_bytes = 0;
     let c0 = read_num(&counter);
-    while start.elapsed() < Duration::from_secs(3) {
+    let mut c1 = c0;
+    let enough = |c1: u64, good: usize| c1 >= c0 + 20 && good > 2_000_000;
+    while start.elapsed() < Duration::from_secs(3)
+        || (!enough(c1, good_bytes) && start.elapsed() < Duration::from_secs(30))
+    {
         let t = Instant::now();
         assert_eq!(init.request(r#""Ping""#), Value::from("Pong"));
         worst_ping = worst_ping.max(t.elapsed());
         max_rss = max_rss.max(init.rss_kib());
         good_bytes += rx.try_iter().sum::<usize>();
+        c1 = read_num(&counter);
         std::thread::sleep(Duration::from_millis(50));
     }
-    let c1 = read_num(&counter);
     eprintln!(
-        "worst ping {worst_ping:?}, max init RSS {max_rss} KiB, good follower got {good_bytes} bytes, \
-         service loops {c0} -> {c1}"
+        "{:?}: worst ping {worst_ping:?}, max init RSS {max_rss} KiB, good follower got \
+         {good_bytes} bytes, service loops {c0} -> {c1}",
+        start.elapsed()
     );
-    assert!(worst_ping < Duration::from_secs(1), "{worst_ping:?}");
+    // Generous for a loaded machine (seen up to 0.5 s with both cores busy);
+    // a starved client would get no answer while the service runs.
+    assert!(worst_ping < Duration::from_secs(3), "{worst_ping:?}");
     assert!(max_rss > 0 && max_rss < 50 * 1024, "{max_rss} KiB");
     assert!(c1 >= c0 + 20, "service slowed down: {c0} -> {c1}");
     assert!(good_bytes > 2_000_000, "{good_bytes}");
@@ -1131,7 +1142,10 @@ fn a_flooding_service_does_not_starve_clients() {
         ),
         "rotated file: {written} bytes"
     );
-    assert!(worst < Duration::from_secs(1), "{worst:?}");
+    // Generous for a loaded machine (seen up to 0.7 s with both cores busy
+    // and other builds running); a starved client would get no answer at
+    // all while the flood goes on.
+    assert!(worst < Duration::from_secs(3), "{worst:?}");
     assert!(max_rss > 0 && max_rss < 50 * 1024, "{max_rss} KiB");
     let st = init.status("flood");
     assert_eq!(st["pid"].as_i64(), pid, "{st}");
