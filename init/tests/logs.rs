@@ -789,11 +789,20 @@ fn a_full_or_unwritable_log_dir_never_blocks_the_service() {
     blocker.block();
     let ok = wait_for(|| dropped(&init, "chatty").0 >= 3, TIMEOUT);
     assert!(ok, "no drops counted: {}", init.status("chatty"));
-    // The service goes on: same process, its counter advancing.
+    // The service goes on: same process, its counter advancing (a tick
+    // every 50 ms; a service blocked on its output would stop).
     let c1 = read_num(&counter);
-    std::thread::sleep(Duration::from_millis(500));
-    let c2 = read_num(&counter);
-    assert!(c2 >= c1 + 3, "counter {c1} -> {c2}");
+    let mut c2 = c1;
+    assert!(
+        wait_for(
+            || {
+                c2 = read_num(&counter);
+                c2 >= c1 + 3
+            },
+            TIMEOUT
+        ),
+        "counter {c1} -> {c2}"
+    );
     let st = init.status("chatty");
     assert_eq!(st["pid"].as_i64(), Some(pid), "{st}");
     assert_eq!(st["state"], "running", "{st}");
