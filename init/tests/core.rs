@@ -221,11 +221,9 @@ fn manual_start_after_the_limit_gets_a_fresh_burst() {
         &svc("/bin/false", "Restart = \"always\"\nRestartSec = 0"),
     )]);
     init.wait_state("crash", "failed");
+    // /bin/false spawns fine: the start itself succeeds.
     let r = init.start_service("crash");
-    assert!(
-        r.get("Success").is_some() || r.get("Error").is_some(),
-        "{r}"
-    );
+    assert!(message(&r, "Success").contains("started"), "{r}");
     // Five more starts, then failed again: 4 + 1 + 4 restarts.
     let mut last = Value::Null;
     let ok = wait_for(
