@@ -221,11 +221,9 @@ fn manual_start_after_the_limit_gets_a_fresh_burst() {
         &svc("/bin/false", "Restart = \"always\"\nRestartSec = 0"),
     )]);
     init.wait_state("crash", "failed");
+    // /bin/false spawns fine: the start itself succeeds.
     let r = init.start_service("crash");
-    assert!(
-        r.get("Success").is_some() || r.get("Error").is_some(),
-        "{r}"
-    );
+    assert!(message(&r, "Success").contains("started"), "{r}");
     // Five more starts, then failed again: 4 + 1 + 4 restarts.
     let mut last = Value::Null;
     let ok = wait_for(
@@ -660,24 +658,16 @@ fn half_close_is_answered_then_closed() {
     let mut all = String::new();
     s.read_to_string(&mut all).unwrap();
     assert_eq!(all, "\"Pong\"\n");
-    // The same with socat, as a shell user would do it.
-    let out = std::process::Command::new("sh")
-        .arg("-c")
-        .arg(format!(
-            "echo '\"Ping\"' | socat - UNIX-CONNECT:{}",
-            init.socket.display()
-        ))
-        .output();
-    if let Ok(out) = out {
-        if out.status.success() {
-            assert_eq!(String::from_utf8_lossy(&out.stdout), "\"Pong\"\n");
-        } else {
-            eprintln!(
-                "socat unavailable: {}",
-                String::from_utf8_lossy(&out.stderr)
-            );
-        }
-    }
+    // What `echo '"Ping"' | socat - UNIX-CONNECT:...` does (the README's
+    // example): the request with its newline, then a half-close, then read
+    // to the end. Done here rather than with socat, which may not be
+    // installed (the check was silently skipped then).
+    let mut s = init.connect();
+    s.write_all(b"\"Ping\"\n").unwrap();
+    s.shutdown(std::net::Shutdown::Write).unwrap();
+    let mut all = String::new();
+    s.read_to_string(&mut all).unwrap();
+    assert_eq!(all, "\"Pong\"\n");
 }
 
 #[test]
@@ -1328,7 +1318,16 @@ fn init_is_one_thread() {
         ),
     ]);
     init.wait_state("chatty", "running");
-    init.wait_state("stubborn", "running");
+    let pid = init.wait_state("stubborn", "running")["pid"]
+        .as_i64()
+        .unwrap() as i32;
+    // Until the shell has run its trap, SIGTERM ends it at once and there
+    // is no "stopping" to see.
+    assert!(
+        wait_for(|| ignores_sigterm(pid), TIMEOUT),
+        "SigIgn {:?}",
+        proc_status_field(pid, "SigIgn")
+    );
     let _idle = init.connect();
     let mut stopping = init.connect();
     std::io::Write::write_all(&mut stopping, br#"{"ServiceStop":{"name":"stubborn"}}"#).unwrap();
@@ -1356,12 +1355,21 @@ fn services_get_a_default_path() {
             ..Opts::default()
         },
     );
+    // The file appears when `env` starts writing it; it is complete once
+    // the service has exited (file first: then "inactive" is after the run).
+    let mut st = Value::Null;
     assert!(
-        wait_for(|| out.exists(), TIMEOUT),
-        "{}\n{}",
-        init.status("p"),
+        wait_for(
+            || out.exists() && {
+                st = init.status("p");
+                st["state"] == "inactive"
+            },
+            TIMEOUT
+        ),
+        "{st}\n{}",
         init.stderr_text()
     );
+    assert_eq!(st["exit_status"], json!(0), "{st}");
     let env = std::fs::read_to_string(&out).unwrap();
     assert!(
         env.lines()

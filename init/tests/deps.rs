@@ -18,12 +18,14 @@ use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
 
 /// A service that appends `start NAME PID` to `trace` when it starts and
-/// `stop NAME` when it gets SIGTERM, then runs until stopped.
+/// `stop NAME` when it gets SIGTERM, then runs until stopped. The trap is
+/// set before the start line is written, so a test that has seen the start
+/// line may stop the service and expect its stop line.
 fn tracer(trace: &Path, name: &str, extra: &str) -> String {
     let f = trace.display();
     svc(
         &format!(
-            "/bin/sh -c 'echo start {name} $$ >> {f}; trap \"echo stop {name} >> {f}; exit 0\" TERM; sleep 1000 & wait'"
+            "/bin/sh -c 'trap \"echo stop {name} >> {f}; exit 0\" TERM; echo start {name} $$ >> {f}; sleep 1000 & wait'"
         ),
         &format!("TimeoutStopSec = 1\n{extra}"),
     )

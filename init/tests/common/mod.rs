@@ -577,3 +577,10 @@ impl Init {
         init
     }
 }
+
+/// Does `pid` ignore SIGTERM (a shell's `trap "" TERM` has run)?
+pub fn ignores_sigterm(pid: i32) -> bool {
+    proc_status_field(pid, "SigIgn")
+        .and_then(|v| u64::from_str_radix(&v, 16).ok())
+        .is_some_and(|mask| mask & (1 << (15 - 1)) != 0)
+}
