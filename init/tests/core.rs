@@ -256,7 +256,7 @@ fn crash_loop_does_not_starve_the_control_socket() {
         worst = worst.max(t.elapsed());
         std::thread::sleep(Duration::from_millis(20));
     }
-    assert!(worst < Duration::from_secs(1), "slowest ping {worst:?}");
+    assert!(worst < Duration::from_secs(3), "slowest ping {worst:?}");
     let before = init.status("loop")["restart_count"].as_u64().unwrap();
     assert!(wait_for(
         || init.status("loop")["restart_count"].as_u64().unwrap() > before + 5,
@@ -679,7 +679,7 @@ fn a_silent_client_does_not_block_others() {
     for _ in 0..5 {
         let t = Instant::now();
         assert_eq!(init.request(r#""Ping""#), json!("Pong"));
-        assert!(t.elapsed() < Duration::from_secs(1));
+        assert!(t.elapsed() < Duration::from_secs(3));
     }
     // The partial one finishes later and is answered.
     partial.write_all(b"me\":\"zz\"}}").unwrap();
@@ -727,7 +727,7 @@ fn a_client_that_never_reads_cannot_grow_init() {
     for _ in 0..3 {
         let t = Instant::now();
         assert_eq!(init.request(r#""Ping""#), json!("Pong"));
-        assert!(t.elapsed() < Duration::from_secs(1));
+        assert!(t.elapsed() < Duration::from_secs(3));
     }
     let rss = init.rss_kib();
     assert!(

