@@ -989,14 +989,15 @@ fn a_follower_that_never_reads_is_dropped_and_slows_nothing() {
     // This one reads everything, in a thread.
     let good = follow_raw(&init, "chatty", 0);
     let (tx, rx) = mpsc::channel::<usize>();
+    // Big raw reads: the reader must keep up even when it gets little CPU
+    // (a line-by-line reader fell 1 MiB behind at load average 20-90).
     std::thread::spawn(move || {
-        let mut r = BufReader::new(good);
-        let mut line = String::new();
-        while matches!(r.read_line(&mut line), Ok(n) if n > 0) {
-            if tx.send(line.len()).is_err() {
+        let mut good = good;
+        let mut buf = vec![0u8; 256 * 1024];
+        while let Ok(n @ 1..) = good.read(&mut buf) {
+            if tx.send(n).is_err() {
                 return;
             }
-            line.clear();
         }
     });
 
