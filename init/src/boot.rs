@@ -350,7 +350,8 @@ fn module_hint(e: Errno, compressed: bool) -> &'static str {
 /// init does. A missing file is skipped silently. A file ending in .xz, .gz
 /// or .zst is passed with MODULE_INIT_COMPRESSED_FILE.
 fn load_driver(path: &str) {
-    let file = match std::fs::File::open(path) {
+    // A plain file: a FIFO there must not hang the boot.
+    let file = match sys::open_regular(Path::new(path), sys::OpenAs::Read) {
         Ok(f) => f,
         Err(e) if e.kind() == std::io::ErrorKind::NotFound => return,
         Err(e) => {

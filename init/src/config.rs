@@ -1,6 +1,8 @@
 //! Loading `init.yaml`: `--config` > `INIT_CONFIG` > `/etc/init.yaml` >
 //! built-in defaults. A bad file is one clear error; init carries on with
-//! defaults. Unknown keys are warnings.
+//! defaults. Unknown keys are warnings. The file is read as a plain file
+//! (a symlink is followed) of at most `unit::MAX_FILE_BYTES`: a FIFO or a
+//! device is an error, never waited on.
 
 use shared::config::{InitConfig, INIT_CONFIG_KEYS};
 use std::path::{Path, PathBuf};
@@ -31,7 +33,7 @@ pub fn load(path: &Path) -> Loaded {
         warnings: Vec::new(),
         error: None,
     };
-    let text = match std::fs::read_to_string(path) {
+    let text = match crate::unit::read_file(path) {
         Ok(t) => t,
         Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
             out.warnings.push(format!(

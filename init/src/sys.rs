@@ -1,6 +1,7 @@
 //! Raw syscalls: signals and signalfd, timerfd, pidfds, waiting for and
 //! reaping children, fd flags and limits, the child's reset between fork and
-//! exec, and the PID-1 boot calls; and `RealOs`, the supervisor's `Os`.
+//! exec, the PID-1 boot calls, opening files that must be plain files
+//! ([`open_regular`]); and `RealOs`, the supervisor's `Os`.
 //! Process spawning itself is in spawn.rs (std's `Command`). Nothing here
 //! panics; errors are returned.
 
@@ -542,5 +543,183 @@ impl FileId {
             }
             _ => Ok(false),
         }
+    }
+}
+
+// ----- files that must be plain files ----------------------------------------
+
+/// How [`open_regular`] opens a file.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum OpenAs {
+    /// Read-only; a symlink is followed (service files, init.yaml, the
+    /// NSM driver: trusted configuration, where links are common).
+    Read,
+    /// Read-only, never through a symlink (log files).
+    ReadNoFollow,
+    /// Append, created 0644 if missing, never through a symlink (log files).
+    Append,
+}
+
+/// Open `path` as a plain file without ever blocking: O_NONBLOCK (a FIFO
+/// would otherwise block `open` until its other end is opened), O_CLOEXEC,
+/// O_NOFOLLOW unless [`OpenAs::Read`]; then `fstat`, and anything but a
+/// regular file is refused ("not a regular file (a FIFO)").
+pub fn open_regular(path: &Path, how: OpenAs) -> std::io::Result<std::fs::File> {
+    use std::fs::OpenOptions;
+    use std::os::unix::fs::OpenOptionsExt;
+    let mut opts = OpenOptions::new();
+    let mut flags = libc::O_NONBLOCK;
+    match how {
+        OpenAs::Read => {
+            opts.read(true);
+        }
+        OpenAs::ReadNoFollow => {
+            opts.read(true);
+            flags |= libc::O_NOFOLLOW;
+        }
+        OpenAs::Append => {
+            opts.append(true).create(true).mode(0o644);
+            flags |= libc::O_NOFOLLOW;
+        }
+    }
+    let f = opts.custom_flags(flags).open(path).map_err(|e| {
+        match e.raw_os_error() {
+            Some(libc::ELOOP) if how != OpenAs::Read => {
+                refused("a symbolic link, which is not followed")
+            }
+            // O_WRONLY|O_NONBLOCK on a FIFO nobody reads (or a device
+            // without its driver).
+            Some(libc::ENXIO) => refused("a FIFO or device file"),
+            _ => e,
+        }
+    })?;
+    let kind = f.metadata()?.file_type();
+    if kind.is_file() {
+        return Ok(f);
+    }
+    use std::os::unix::fs::FileTypeExt;
+    Err(refused(if kind.is_fifo() {
+        "a FIFO"
+    } else if kind.is_char_device() {
+        "a character device"
+    } else if kind.is_block_device() {
+        "a block device"
+    } else if kind.is_dir() {
+        "a directory"
+    } else if kind.is_socket() {
+        "a socket"
+    } else {
+        "not a file"
+    }))
+}
+
+fn refused(what: &str) -> std::io::Error {
+    std::io::Error::new(
+        std::io::ErrorKind::InvalidInput,
+        format!("not a regular file ({what})"),
+    )
+}
+
+/// The whole text of a plain file ([`open_regular`] with [`OpenAs::Read`])
+/// of at most `max` bytes; a larger one is refused without reading it all.
+pub fn read_regular(path: &Path, max: u64) -> std::io::Result<String> {
+    use std::io::Read;
+    let f = open_regular(path, OpenAs::Read)?;
+    let too_big = || {
+        std::io::Error::new(
+            std::io::ErrorKind::InvalidData,
+            format!("larger than {max} bytes"),
+        )
+    };
+    let len = f.metadata()?.len();
+    if len > max {
+        return Err(too_big());
+    }
+    let mut buf = Vec::with_capacity(usize::try_from(len).unwrap_or(0));
+    // The file may grow while being read: never more than max + 1 bytes.
+    f.take(max.saturating_add(1)).read_to_end(&mut buf)?;
+    if buf.len() as u64 > max {
+        return Err(too_big());
+    }
+    String::from_utf8(buf)
+        .map_err(|_| std::io::Error::new(std::io::ErrorKind::InvalidData, "not valid UTF-8"))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::os::unix::fs::OpenOptionsExt;
+
+    fn tmp(tag: &str) -> std::path::PathBuf {
+        let d = std::env::temp_dir().join(format!("sys-{tag}-{}", std::process::id()));
+        let _ = std::fs::remove_dir_all(&d);
+        std::fs::create_dir_all(&d).unwrap();
+        d
+    }
+
+    fn err(r: std::io::Result<impl Sized>) -> String {
+        match r {
+            Ok(_) => panic!("expected an error"),
+            Err(e) => e.to_string(),
+        }
+    }
+
+    #[test]
+    fn only_regular_files_are_opened() {
+        let d = tmp("regular");
+        let fifo = d.join("fifo");
+        nix::unistd::mkfifo(&fifo, nix::sys::stat::Mode::from_bits_truncate(0o600)).unwrap();
+        let file = d.join("file");
+        std::fs::write(&file, "hello").unwrap();
+        let link = d.join("link");
+        std::os::unix::fs::symlink(&file, &link).unwrap();
+        // None of these blocks.
+        for how in [OpenAs::Read, OpenAs::ReadNoFollow, OpenAs::Append] {
+            // Append without a reader: ENXIO, "a FIFO or device file".
+            let e = err(open_regular(&fifo, how));
+            assert!(e.starts_with("not a regular file (a FIFO"), "{how:?}: {e}");
+            assert!(
+                err(open_regular(&d, how)).contains("a directory"),
+                "{how:?}"
+            );
+            assert!(open_regular(&file, how).is_ok(), "{how:?}");
+        }
+        assert_eq!(
+            err(open_regular(Path::new("/dev/null"), OpenAs::Read)),
+            "not a regular file (a character device)"
+        );
+        assert!(open_regular(&link, OpenAs::Read).is_ok());
+        for how in [OpenAs::ReadNoFollow, OpenAs::Append] {
+            assert_eq!(
+                err(open_regular(&link, how)),
+                "not a regular file (a symbolic link, which is not followed)"
+            );
+        }
+        assert_eq!(std::fs::read_to_string(&file).unwrap(), "hello");
+        // A FIFO with a reader, opened for appending: refused after fstat.
+        let rd = std::fs::OpenOptions::new()
+            .read(true)
+            .custom_flags(libc::O_NONBLOCK)
+            .open(&fifo)
+            .unwrap();
+        assert_eq!(
+            err(open_regular(&fifo, OpenAs::Append)),
+            "not a regular file (a FIFO)"
+        );
+        drop(rd);
+        let _ = std::fs::remove_dir_all(&d);
+    }
+
+    #[test]
+    fn reads_are_capped() {
+        let d = tmp("capped");
+        let f = d.join("f");
+        std::fs::write(&f, "x".repeat(100)).unwrap();
+        assert_eq!(read_regular(&f, 100).unwrap().len(), 100);
+        assert_eq!(err(read_regular(&f, 99)), "larger than 99 bytes");
+        assert!(err(read_regular(Path::new("/dev/zero"), 1 << 20)).contains("character device"));
+        std::fs::write(&f, [0xff, 0xfe]).unwrap();
+        assert_eq!(err(read_regular(&f, 100)), "not valid UTF-8");
+        let _ = std::fs::remove_dir_all(&d);
     }
 }

@@ -1,8 +1,25 @@
 //! Service definitions: `<name>.service` TOML files in `service_dir`.
+//! Each file is read as a plain file of at most [`MAX_FILE_BYTES`] (a FIFO,
+//! a device or a huge file is refused, never waited on or read into memory),
+//! and every duration key is bounded by [`MAX_DURATION_SEC`].
 
 use serde::Deserialize;
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
+
+/// Largest service file (and init.yaml) init reads: 1 MiB.
+pub const MAX_FILE_BYTES: u64 = 1 << 20;
+
+/// Largest `RestartSec`, `TimeoutStopSec` and `StartLimitIntervalSec`: one
+/// year. Larger values are an error at load, so every deadline init computes
+/// from them is representable.
+pub const MAX_DURATION_SEC: u64 = 365 * 24 * 3600;
+
+/// The text of a service file (or init.yaml): a plain file, followed through
+/// a symlink, of at most [`MAX_FILE_BYTES`].
+pub fn read_file(path: &Path) -> std::io::Result<String> {
+    crate::sys::read_regular(path, MAX_FILE_BYTES)
+}
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
 #[serde(rename_all = "kebab-case")]
@@ -93,6 +110,16 @@ pub fn parse(text: &str) -> Result<(ServiceDef, Vec<String>), String> {
             _ => return Err(format!("Environment: '{entry}' is not KEY=VALUE")),
         }
     }
+    let duration = |key: &str, v: Option<u64>, default: u64| match v {
+        Some(v) if v > MAX_DURATION_SEC => Err(format!(
+            "{key}: {v} is more than the maximum {MAX_DURATION_SEC} (one year)"
+        )),
+        v => Ok(v.unwrap_or(default)),
+    };
+    let restart_sec = duration("RestartSec", raw.restart_sec, 5)?;
+    let timeout_stop_sec = duration("TimeoutStopSec", raw.timeout_stop_sec, 10)?;
+    let start_limit_interval_sec =
+        duration("StartLimitIntervalSec", raw.start_limit_interval_sec, 10)?;
     let warnings = raw
         .unknown
         .keys()
@@ -104,16 +131,16 @@ pub fn parse(text: &str) -> Result<(ServiceDef, Vec<String>), String> {
             argv,
             environment,
             restart: raw.restart.unwrap_or(RestartPolicy::No),
-            restart_sec: raw.restart_sec.unwrap_or(5),
+            restart_sec,
             working_directory: raw.working_directory,
             service_enable: raw.service_enable.unwrap_or(true),
             before: raw.before,
             after: raw.after,
             requires: raw.requires,
             required_by: raw.required_by,
-            timeout_stop_sec: raw.timeout_stop_sec.unwrap_or(10),
+            timeout_stop_sec,
             start_limit_burst: raw.start_limit_burst.unwrap_or(5),
-            start_limit_interval_sec: raw.start_limit_interval_sec.unwrap_or(10),
+            start_limit_interval_sec,
         },
         warnings,
     ))
@@ -265,7 +292,7 @@ pub fn scan(dir: &Path) -> Result<Vec<UnitFile>, String> {
         let path = entry.path();
         let (def, warnings) = match validate_name(name) {
             Err(e) => (Err(e), Vec::new()),
-            Ok(()) => match std::fs::read_to_string(&path) {
+            Ok(()) => match read_file(&path) {
                 Err(e) => (Err(format!("cannot read: {e}")), Vec::new()),
                 Ok(text) => match parse(&text) {
                     Ok((d, w)) => (Ok(d), w),
@@ -347,6 +374,26 @@ Bogus = 1
         assert!(parse("ExecStart = \"x\"\nRestartSec = -1").is_err());
         assert!(parse("ExecStart = \"x\"\nEnvironment = [\"NOEQ\"]").is_err());
         assert!(parse("ExecStart = [").is_err());
+    }
+
+    #[test]
+    fn durations_are_bounded() {
+        for key in ["RestartSec", "TimeoutStopSec", "StartLimitIntervalSec"] {
+            let (d, _) = parse(&format!("ExecStart = \"x\"\n{key} = 31536000")).unwrap();
+            let secs = [
+                d.restart_sec,
+                d.timeout_stop_sec,
+                d.start_limit_interval_sec,
+            ];
+            assert!(secs.contains(&MAX_DURATION_SEC), "{key}");
+            for v in [31_536_001, i64::MAX] {
+                let e = parse(&format!("ExecStart = \"x\"\n{key} = {v}")).unwrap_err();
+                assert_eq!(
+                    e,
+                    format!("{key}: {v} is more than the maximum 31536000 (one year)")
+                );
+            }
+        }
     }
 
     #[test]

@@ -1,8 +1,9 @@
 //! Per-service logs. Each service has one [`ServiceLog`], and init has one
-//! for its own `init.log`. This module owns a log's files in the log
-//! directory, `<name>.log` and the rotated `<name>.log.1` ...
-//! `<name>.log.N` (nothing else in init writes, rotates, reads or removes
-//! them), the incomplete last line of each of the service's two pipes, the
+//! for its own `init.log`. This module owns the log directory (created 0750
+//! if missing, [`create_dir`]) and a log's files in it, `<name>.log` and the
+//! rotated `<name>.log.1` ... `<name>.log.N` (nothing else in init writes,
+//! rotates, reads or removes them; they are only ever opened as regular
+//! files, never through a symlink and never blocking on a FIFO), the incomplete last line of each of the service's two pipes, the
 //! in-memory ring of recent lines, and the count of lines that could not be
 //! written.
 //!
@@ -277,6 +278,16 @@ fn commit(
         ring.push_line(r);
     }
     ring.push_batch(batch.text(), batch.ends());
+}
+
+/// Create the log directory, and missing parents, mode 0750 (umask
+/// permitting); an existing one is left as it is.
+pub fn create_dir(dir: &Path) -> io::Result<()> {
+    use std::os::unix::fs::DirBuilderExt;
+    std::fs::DirBuilder::new()
+        .recursive(true)
+        .mode(0o750)
+        .create(dir)
 }
 
 /// `<dir>/<name>.log` for index 0, `<dir>/<name>.log.<index>` otherwise.

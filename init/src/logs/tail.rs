@@ -1,8 +1,10 @@
 //! Reading a log back from its files: the last lines of `<name>.log`,
 //! `<name>.log.1`, ..., each file read backwards in [`TAIL_CHUNK`] pieces,
-//! within a budget of [`TAIL_MAX_BYTES`].
+//! within a budget of [`TAIL_MAX_BYTES`]. Only regular files are read, never
+//! through a symlink (`sys::open_regular`).
 
 use super::{log_path, LogSettings, MAX_LINE, TAIL_CHUNK, TAIL_MAX_BYTES};
+use crate::sys::{open_regular, OpenAs};
 use std::fs::File;
 use std::io;
 use std::os::unix::fs::FileExt;
@@ -17,15 +19,21 @@ pub(super) fn from_files(s: &LogSettings, name: &str, n: usize) -> Vec<String> {
     let mut index: u32 = 0;
     loop {
         let path = log_path(&s.dir, name, index);
-        match File::open(&path) {
+        match open_regular(&path, OpenAs::ReadNoFollow) {
             Ok(f) => {
                 if !read_back(&f, n, &mut lines, &mut budget) {
                     break;
                 }
             }
-            // A missing current file (cleared, not yet written) does not
-            // hide the rotated ones; a missing rotated one ends the chain.
-            Err(e) if e.kind() == io::ErrorKind::NotFound && index == 0 => {}
+            // A missing or refused current file (cleared, not yet written;
+            // a symlink or FIFO the writer refuses too) does not hide the
+            // rotated ones; a missing or refused rotated one ends the chain.
+            Err(e)
+                if index == 0
+                    && matches!(
+                        e.kind(),
+                        io::ErrorKind::NotFound | io::ErrorKind::InvalidInput
+                    ) => {}
             Err(_) => break,
         }
         if lines.len() >= n || index >= s.max_files {
@@ -111,7 +119,7 @@ fn take_line(line: &[u8], lines: &mut Vec<String>, budget: &mut usize) -> bool {
 #[cfg(test)]
 mod tests {
     use crate::logs::test_util::*;
-    use crate::logs::{Pipe, ServiceLog, CACHE_BYTES, MAX_LINE, TAIL_MAX_BYTES};
+    use crate::logs::{log_path, Pipe, ServiceLog, CACHE_BYTES, MAX_LINE, TAIL_MAX_BYTES};
 
     #[test]
     fn tail_across_rotation_boundaries() {
@@ -167,5 +175,27 @@ mod tests {
         // The in-memory ring stays bounded.
         assert!(log.ring.bytes() <= CACHE_BYTES + MAX_LINE + 64);
         assert!(log.ring.buffer_len() <= 2 * (CACHE_BYTES + MAX_LINE + 64));
+    }
+
+    #[test]
+    fn symlinks_and_fifos_are_not_read() {
+        let d = TempDir::new("tailrefused");
+        let s = settings(&d.0, 1 << 20, 3);
+        let secret = d.0.join("secret");
+        std::fs::write(&secret, "TOPSECRET\n").unwrap();
+        // A symlinked rotated file ends the chain ...
+        std::os::unix::fs::symlink(&secret, log_path(&d.0, "a", 1)).unwrap();
+        std::fs::write(log_path(&d.0, "a", 2), "old\n").unwrap();
+        std::fs::write(log_path(&d.0, "a", 0), "new\n").unwrap();
+        assert_eq!(ServiceLog::new("a").tail(&s, 10), ["new"]);
+        // ... a refused current file (a FIFO here) does not hide the
+        // rotated ones, and nothing blocks.
+        let fifo = log_path(&d.0, "b", 0);
+        nix::unistd::mkfifo(&fifo, nix::sys::stat::Mode::from_bits_truncate(0o600)).unwrap();
+        std::fs::write(log_path(&d.0, "b", 1), "rotated\n").unwrap();
+        assert_eq!(ServiceLog::new("b").tail(&s, 10), ["rotated"]);
+        std::fs::remove_file(&fifo).unwrap();
+        std::os::unix::fs::symlink(&secret, &fifo).unwrap();
+        assert_eq!(ServiceLog::new("b").tail(&s, 10), ["rotated"]);
     }
 }

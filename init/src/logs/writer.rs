@@ -2,12 +2,14 @@
 //! `<dir>/<name>.log`, rotating it on line boundaries before it would pass
 //! `max_size`, and, when the disk fails, dropping lines (counted), retrying
 //! at most once per [`RETRY_INTERVAL`] and then writing the "log writing
-//! resumed: dropped N lines (M bytes)" line first.
+//! resumed: dropped N lines (M bytes)" line first. Files are opened with
+//! `sys::open_regular` (never through a symlink, never blocking on a FIFO,
+//! only regular files): anything else is an open failure like EACCES.
 
 use super::{log_path, LogSettings, RETRY_INTERVAL};
-use std::fs::{File, OpenOptions};
+use crate::sys::{open_regular, OpenAs};
+use std::fs::File;
 use std::io::{self, Write};
-use std::os::unix::fs::OpenOptionsExt;
 use std::path::{Path, PathBuf};
 use std::time::Instant;
 
@@ -324,17 +326,16 @@ impl Writer {
         self.pending_bytes = self.pending_bytes.saturating_add(bytes);
     }
 
-    /// Record a failure: drop the handle, remember when, and say so on
-    /// stderr (the console) once per outage. Not through init's own log,
-    /// which may be the one failing.
+    /// Record a failure: drop the handle, remember when, and say so once
+    /// per outage, on the console and in init.log (when init.log is the one
+    /// failing, the console module sees the re-entry and skips init.log).
     fn fail(&mut self, what: &str, path: PathBuf, e: &io::Error) {
         let first = self.last_failure.is_none();
         self.file = None;
         self.last_failure = Some(Instant::now());
         if first {
-            let _ = writeln!(
-                io::stderr(),
-                "init: warning: log {}: {what} {}: {e}; dropping lines until it can be written",
+            crate::error!(
+                "log {}: {what} {}: {e}; dropping lines until it can be written",
                 self.name,
                 path.display()
             );
@@ -342,13 +343,10 @@ impl Writer {
     }
 }
 
-/// Open for appending (created 0644), and its current size.
+/// Open for appending (created 0644; a regular file, not through a
+/// symlink), and its current size.
 fn open_append(path: &Path) -> io::Result<(File, u64)> {
-    let f = OpenOptions::new()
-        .append(true)
-        .create(true)
-        .mode(0o644)
-        .open(path)?;
+    let f = open_regular(path, OpenAs::Append)?;
     let size = f.metadata()?.len();
     Ok((f, size))
 }
@@ -559,10 +557,17 @@ mod tests {
         if !Path::new("/dev/full").exists() {
             return;
         }
-        // Writes to <name>.log fail with ENOSPC.
-        std::os::unix::fs::symlink("/dev/full", d.0.join("svc.log")).unwrap();
+        // Writes to <name>.log fail with ENOSPC: the writer holds a handle
+        // of /dev/full (it would never open one itself).
         let s = settings(&d.0, 1 << 20, 3);
         let mut log = ServiceLog::new("svc");
+        log.writer.file = Some(
+            std::fs::OpenOptions::new()
+                .append(true)
+                .open("/dev/full")
+                .unwrap(),
+        );
+        log.writer.file_dir = d.0.clone();
         let mut out = Vec::new();
         log.feed(&s, Pipe::Stdout, b"one\ntwo\nthr", &mut out);
         log.close_stream(&s, Pipe::Stdout, &mut out);
@@ -571,7 +576,6 @@ mod tests {
         assert!(log.writer.file.is_none());
         assert_eq!(log.tail(&s, 5), out);
         // Space again (a regular file); after the retry interval.
-        std::fs::remove_file(d.0.join("svc.log")).unwrap();
         log.writer.last_failure = Instant::now().checked_sub(RETRY_INTERVAL);
         let mut out2 = Vec::new();
         log.event(&s, "back", &mut out2);
@@ -586,6 +590,35 @@ mod tests {
         assert_eq!(file_lines(&d.0.join("svc.log")), out2);
         out.extend(out2);
         assert_eq!(log.tail(&s, 10), out);
+    }
+
+    #[test]
+    fn symlinks_and_fifos_are_refused_and_counted() {
+        let d = TempDir::new("refused");
+        let s = settings(&d.0, 1 << 20, 3);
+        let target = d.0.join("elsewhere");
+        std::fs::write(&target, "secret\n").unwrap();
+        std::os::unix::fs::symlink(&target, d.0.join("link.log")).unwrap();
+        nix::unistd::mkfifo(
+            &d.0.join("fifo.log"),
+            nix::sys::stat::Mode::from_bits_truncate(0o600),
+        )
+        .unwrap();
+        for name in ["link", "fifo"] {
+            let mut log = ServiceLog::new(name);
+            let mut out = Vec::new();
+            log.feed(&s, Pipe::Stdout, b"one\ntwo\n", &mut out);
+            assert_eq!(out.len(), 2, "{name}");
+            assert_eq!(log.dropped().0, 2, "{name}");
+            assert!(log.writer.file.is_none());
+            // Still served from memory.
+            assert_eq!(log.tail(&s, 2), out);
+        }
+        assert_eq!(std::fs::read_to_string(&target).unwrap(), "secret\n");
+        assert!(std::fs::symlink_metadata(d.0.join("link.log"))
+            .unwrap()
+            .file_type()
+            .is_symlink());
     }
 
     #[test]

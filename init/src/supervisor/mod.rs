@@ -160,7 +160,7 @@ impl<O: Os> Supervisor<O> {
 
     /// Load every service file and start the enabled ones in order.
     pub fn boot(&mut self) {
-        if let Err(e) = std::fs::create_dir_all(&self.logset.dir) {
+        if let Err(e) = crate::logs::create_dir(&self.logset.dir) {
             error!("log directory {}: {e}", self.logset.dir.display());
         }
         match unit::scan(Path::new(&self.cfg.service_dir)) {

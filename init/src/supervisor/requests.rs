@@ -456,7 +456,7 @@ impl<O: Os> Supervisor<O> {
         // `ServiceEnable = false` in the file on disk keeps it disabled
         // whatever the file is called: refuse before renaming anything.
         let file = if on.exists() { &on } else { &off };
-        let turned_off = std::fs::read_to_string(file)
+        let turned_off = unit::read_file(file)
             .ok()
             .and_then(|t| unit::parse(&t).ok())
             .is_some_and(|(d, _)| !d.service_enable);
