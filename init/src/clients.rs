@@ -2,8 +2,11 @@
 //! (`control::Conn`: framing, buffers, limits). Requests go to the
 //! supervisor; its answers, held answers and follower lines come back as
 //! `Out` and are queued here. A connection that ends is reported to the
-//! supervisor (`client_gone`) so nothing is kept for it.
+//! supervisor (`client_gone`) so nothing is kept for it. At accept each
+//! connection gets its peer and role (`access::Who`); refused peers are
+//! counted and logged here.
 
+use crate::access::{self, Peer, Refusals, Role, Who};
 use crate::control::{Conn, Next, Stream};
 use crate::os::Os;
 use crate::supervisor::{ClientId, Out, Reply, Supervisor};
@@ -32,6 +35,11 @@ pub struct Clients {
     vsock: Option<vsock::VsockListener>,
     conns: BTreeMap<ClientId, Conn>,
     next: ClientId,
+    /// Who may connect and what they may do (`control:` in init.yaml).
+    rules: ControlConfig,
+    own_uid: u32,
+    unix_refused: Refusals,
+    vsock_refused: Refusals,
 }
 
 /// The Unix control socket could not be bound because another process
@@ -50,10 +58,14 @@ impl Clients {
             vsock: None,
             conns: BTreeMap::new(),
             next: 0,
+            rules: c.clone(),
+            own_uid: nix::unistd::geteuid().as_raw(),
+            unix_refused: Refusals::default(),
+            vsock_refused: Refusals::default(),
         };
         if c.unix_socket_enabled {
             let path = Path::new(&c.unix_socket_path);
-            match bind_unix(path) {
+            match bind_unix(path, c) {
                 Ok(mut l) => match reg.register(&mut l, UNIX_LISTENER, Interest::READABLE) {
                     Ok(()) => {
                         info!("control socket listening on {}", c.unix_socket_path);
@@ -110,9 +122,15 @@ impl Clients {
 
     pub fn accept(&mut self, reg: &Registry, t: Token, now: Instant) {
         loop {
-            let stream = if t == UNIX_LISTENER {
+            let (stream, who) = if t == UNIX_LISTENER {
                 match self.unix.as_ref().map(|l| l.accept()) {
-                    Some(Ok((s, _))) => Stream::Unix(s),
+                    Some(Ok((s, _))) => match access::unix_who(&s, self.own_uid, &self.rules) {
+                        Ok(who) => (Stream::Unix(s), who),
+                        Err(e) => {
+                            error!("control connection: cannot read its peer's credentials: {e}; closed");
+                            continue;
+                        }
+                    },
                     Some(Err(e)) if e.kind() == std::io::ErrorKind::WouldBlock => return,
                     Some(Err(e)) => {
                         error!("accept: {e}");
@@ -122,12 +140,19 @@ impl Clients {
                 }
             } else {
                 match self.vsock.as_ref().map(|l| l.accept()) {
-                    Some(Ok((s, _))) => {
+                    Some(Ok((s, addr))) => {
                         if let Err(e) = s.set_nonblocking(true) {
                             error!("vsock connection: {e}");
                             continue;
                         }
-                        Stream::Vsock(s)
+                        let who = Who {
+                            peer: Peer::Vsock {
+                                cid: addr.cid(),
+                                port: addr.port(),
+                            },
+                            role: access::vsock_role(addr.cid(), &self.rules),
+                        };
+                        (Stream::Vsock(s), who)
                     }
                     Some(Err(e)) if e.kind() == std::io::ErrorKind::WouldBlock => return,
                     Some(Err(e)) => {
@@ -137,7 +162,19 @@ impl Clients {
                     None => return,
                 }
             };
-            let mut conn = Conn::new(stream, now);
+            let mut conn = Conn::new(stream, who, now);
+            if who.role == Role::Denied {
+                self.log_refusal(&who, now);
+                // VSOCK: closed at once (the untrusted side holds nothing
+                // here). Unix: kept until its first request, which is
+                // answered "permission denied" (closing first would make
+                // the client's write fail instead).
+                if matches!(who.peer, Peer::Vsock { .. }) {
+                    conn.send(&Response::err("permission denied"));
+                    conn.flush(now);
+                    continue;
+                }
+            }
             if self.conns.len() >= MAX_CONNS {
                 conn.send(&Response::err("too many connections"));
                 conn.flush(now);
@@ -205,13 +242,17 @@ impl Clients {
                     }
                     break;
                 }
+                _ if c.who.role == Role::Denied => {
+                    c.send(&Response::err("permission denied"));
+                    c.close_after_flush = true;
+                }
                 Next::Invalid(msg) => c.send(&Response::err(msg)),
                 Next::Fatal(msg) => {
                     c.send(&Response::err(msg));
                     c.close_after_flush = true;
                 }
                 Next::Request(req) => {
-                    let reply = sup.request(cid, req);
+                    let reply = sup.request(cid, &c.who, req);
                     if let Some(c) = self.conns.get_mut(&cid) {
                         match reply {
                             Reply::Now(r) => c.send(&r),
@@ -316,6 +357,35 @@ impl Clients {
         }
     }
 
+    /// Count a refused connection; log it unless too many came lately.
+    fn log_refusal(&mut self, who: &Who, now: Instant) {
+        let (counter, why) = match who.peer {
+            Peer::Unix { .. } => (
+                &mut self.unix_refused,
+                "not uid 0, init's uid, or in control.unix_allowed_uids, unix_allowed_gids or unix_read_only_uids".to_string(),
+            ),
+            Peer::Vsock { .. } => (
+                &mut self.vsock_refused,
+                format!(
+                    "not in control.vsock_allowed_cids {:?}",
+                    self.rules.vsock_allowed_cids
+                ),
+            ),
+        };
+        if let Some(unlogged) = counter.count(now) {
+            let total = counter.total;
+            let quiet = if unlogged > 0 {
+                format!(", {unlogged} not logged since the last of these lines")
+            } else {
+                String::new()
+            };
+            warn!(
+                "refused control connection from {}: {why} ({total} refused so far{quiet})",
+                who.peer
+            );
+        }
+    }
+
     pub fn next_deadline(&self) -> Option<Instant> {
         self.conns.values().filter_map(Conn::idle_deadline).min()
     }
@@ -325,10 +395,12 @@ impl Clients {
     }
 }
 
-/// Bind the control socket, mode 0600. A stale socket file is replaced; a
-/// live one (another process serves it) is `AddrInUse`; any other kind of
-/// file at the path is left alone and reported.
-fn bind_unix(path: &Path) -> std::io::Result<mio::net::UnixListener> {
+/// Bind the control socket, mode 0600, then give it `unix_socket_mode` and
+/// `unix_socket_group` (if either fails it stays 0600). A stale socket file
+/// is replaced; a live one (another process serves it) is `AddrInUse`; any
+/// other kind of file at the path is left alone and reported. A missing
+/// parent directory is created 0755.
+fn bind_unix(path: &Path, c: &ControlConfig) -> std::io::Result<mio::net::UnixListener> {
     use std::os::unix::fs::FileTypeExt;
     if let Ok(meta) = std::fs::symlink_metadata(path) {
         if meta.file_type().is_socket() {
@@ -347,10 +419,45 @@ fn bind_unix(path: &Path) -> std::io::Result<mio::net::UnixListener> {
         }
     }
     if let Some(parent) = path.parent() {
-        std::fs::create_dir_all(parent)?;
+        use std::os::unix::fs::{DirBuilderExt, PermissionsExt};
+        std::fs::DirBuilder::new()
+            .recursive(true)
+            .mode(0o755)
+            .create(parent)?;
+        if let Ok(m) = std::fs::metadata(parent) {
+            if m.permissions().mode() & 0o1002 == 0o002 {
+                warn!(
+                    "control socket directory {} is world-writable: anyone can replace the socket",
+                    parent.display()
+                );
+            }
+        }
     }
     let old = nix::sys::stat::umask(nix::sys::stat::Mode::from_bits_truncate(0o177));
     let l = mio::net::UnixListener::bind(path);
     nix::sys::stat::umask(old);
-    l
+    let l = l?;
+    if let Some(g) = &c.unix_socket_group {
+        let set = access::group_id(g).and_then(|gid| {
+            std::os::unix::fs::lchown(path, None, Some(gid)).map_err(|e| e.to_string())
+        });
+        if let Err(e) = set {
+            error!(
+                "control socket {}: unix_socket_group: {e} (left as it is)",
+                path.display()
+            );
+            return Ok(l);
+        }
+    }
+    let mode = c.unix_socket_mode.0;
+    if mode != 0o600 {
+        use std::os::unix::fs::PermissionsExt;
+        if let Err(e) = std::fs::set_permissions(path, std::fs::Permissions::from_mode(mode)) {
+            error!(
+                "control socket {}: unix_socket_mode {mode:04o}: {e} (left 0600)",
+                path.display()
+            );
+        }
+    }
+    Ok(l)
 }

@@ -4,6 +4,7 @@
 //! Framing: each complete JSON value is a request, answered as soon as it is
 //! complete with the response and `\n`, whatever (if anything) follows it.
 
+use crate::access::Who;
 use shared::protocol::{Request, Response};
 use shared::MAX_REQUEST_BYTES;
 use std::io::{self, Read, Write};
@@ -45,6 +46,8 @@ impl Stream {
 
 pub struct Conn {
     pub stream: Stream,
+    /// The peer and its role, fixed at accept.
+    pub who: Who,
     inbuf: Vec<u8>,
     outbuf: Vec<u8>,
     /// The peer half-closed or reset: no more requests will come.
@@ -76,9 +79,10 @@ pub enum Next {
 }
 
 impl Conn {
-    pub fn new(stream: Stream, now: Instant) -> Self {
+    pub fn new(stream: Stream, who: Who, now: Instant) -> Self {
         Conn {
             stream,
+            who,
             inbuf: Vec::new(),
             outbuf: Vec::new(),
             read_closed: false,

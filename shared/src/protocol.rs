@@ -48,6 +48,31 @@ pub enum Request {
     Ping,
 }
 
+impl Request {
+    /// Changes nothing: what a read-only connection may send. The one
+    /// place that decides it; every request that is not read-only is
+    /// written to init.log with who sent it.
+    pub fn is_read_only(&self) -> bool {
+        match self {
+            Request::Ping
+            | Request::ListServices
+            | Request::ServiceStatus { .. }
+            | Request::SystemStatus
+            | Request::ServiceLogs { .. }
+            | Request::ServiceLogsFollow { .. } => true,
+            Request::ServiceStart { .. }
+            | Request::ServiceStop { .. }
+            | Request::ServiceRestart { .. }
+            | Request::ServiceEnable { .. }
+            | Request::ServiceDisable { .. }
+            | Request::ServiceLogsClear { .. }
+            | Request::SystemReload
+            | Request::SystemReboot
+            | Request::SystemShutdown => false,
+        }
+    }
+}
+
 fn is_false(b: &bool) -> bool {
     !*b
 }

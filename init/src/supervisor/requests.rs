@@ -1,9 +1,11 @@
 //! Control requests: what each one does to the services, what it answers
 //! (`Reply`), and the answers held back until a stop or restart has
 //! happened (`Held`), decided by reading the machines. Enable, disable and
-//! reload live here too.
+//! reload live here too, and so do the refusal of changes from a read-only
+//! peer and the init.log line for each change (`request`).
 
 use super::{ClientId, Ending, Out, Supervisor, Work};
+use crate::access::{Role, Who};
 use crate::os::Os;
 use crate::service::{Event, State};
 use crate::unit::{self, UnitFile};
@@ -68,8 +70,17 @@ enum Outcome {
 }
 
 impl<O: Os> Supervisor<O> {
-    /// Serve one request from `client`.
-    pub fn request(&mut self, client: ClientId, req: Request) -> Reply {
+    /// Serve one request from `client`. A request that changes something
+    /// is refused to a peer that may only read (and changes nothing), and
+    /// is written to init.log with its peer otherwise.
+    pub fn request(&mut self, client: ClientId, who: &Who, req: Request) -> Reply {
+        if !req.is_read_only() || who.role == Role::Denied {
+            match who.role {
+                Role::Full => info!("request {} from {}", audit(&req), who.peer),
+                Role::ReadOnly => return Reply::Now(Response::err(who.read_only_message())),
+                Role::Denied => return Reply::Now(Response::err("permission denied")),
+            }
+        }
         let r = self.serve(client, req);
         self.drain();
         r
@@ -736,6 +747,21 @@ impl<O: Os> Supervisor<O> {
         }
         msg
     }
+}
+
+/// A request as init.log shows it: Debug (strings quoted and escaped, so
+/// a name cannot start a new line), at most 200 bytes.
+fn audit(req: &Request) -> String {
+    let mut s = format!("{req:?}");
+    if s.len() > 200 {
+        let mut cut = 200;
+        while !s.is_char_boundary(cut) {
+            cut -= 1;
+        }
+        s.truncate(cut);
+        s.push_str("...");
+    }
+    s
 }
 
 fn summary(s: &super::table::Service) -> ServiceSummary {

@@ -77,6 +77,11 @@ check initctl-vsock-logs sh -c "initctl $vs logs first -n 5 | grep -q 'worker fi
 # logs -f streams over VSOCK: the last lines at once, then it keeps the
 # connection open (timeout ends it).
 check initctl-vsock-logs-follow sh -c "timeout 2 initctl $vs logs -f first -n 5 > /tmp/follow; grep -q 'worker first started' /tmp/follow"
+# VSOCK is read-only (vsock_read_only: true): a change is refused with the
+# key to set, and the service keeps running.
+check initctl-vsock-read-only sh -c "! initctl $vs stop first 2> /tmp/ro; cat /tmp/ro
+        grep -q 'permission denied: read-only connection (set control.vsock_read_only: false' /tmp/ro &&
+        initctl status first"
 
 # PID 1 reaps orphans: the helper's child exited long ago; no zombies.
 check no-zombies sh -c '! grep -l "^State:.*Z" /proc/[0-9]*/status'
