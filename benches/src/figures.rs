@@ -101,7 +101,9 @@ fn cell(samples: &[f64]) -> Cell {
 }
 
 fn progress(msg: &str) {
-    eprintln!("benches: {msg}");
+    static START: std::sync::OnceLock<Instant> = std::sync::OnceLock::new();
+    let t = START.get_or_init(Instant::now).elapsed().as_secs_f64();
+    eprintln!("benches: [{t:5.1}s] {msg}");
 }
 
 /// Stamp lines of `file` once there are `n`, or what is there at `limit`.
@@ -293,7 +295,7 @@ pub fn idle_and_status(ctx: &Ctx) -> Vec<Row> {
         }
         ok
     });
-    std::thread::sleep(Duration::from_secs(1));
+    std::thread::sleep(Duration::from_millis(if ctx.quick { 500 } else { 1000 }));
     let (windows, secs) = if ctx.quick { (2, 1.5) } else { (3, 10.0) };
     let mut idle: HashMap<&'static str, Vec<f64>> = HashMap::new();
     for _ in 0..windows {
@@ -330,7 +332,7 @@ pub fn idle_and_status(ctx: &Ctx) -> Vec<Row> {
     rows.push(r);
 
     // Status queries: each command once per turn, turns repeated.
-    let runs = ctx.pick(12, 200);
+    let runs = ctx.pick(10, 200);
     let mut cmds: Vec<(&'static str, Command)> = Vec::new();
     for (i, _) in &insts {
         match i.kind {
@@ -424,7 +426,7 @@ pub fn restart_gap(ctx: &Ctx) -> Vec<Row> {
             let file = dir.join("stamps");
             let (want, limit) = match kind {
                 Kind::Init => (ctx.pick(200, 1000), 30.0),
-                _ => (ctx.pick(3, 10), if ctx.quick { 4.5 } else { 12.0 }),
+                _ => (ctx.pick(2, 10), if ctx.quick { 3.5 } else { 12.0 }),
             };
             let svcs = [ctx.stamp_svc("flap".into(), &file, false, true)];
             let Some(inst) = launch_or_note(ctx, kind, &dir, &svcs, &mut fails) else {
@@ -691,6 +693,7 @@ pub fn lifecycle(ctx: &Ctx) -> Vec<Row> {
                 let svcs: Vec<Svc> = (0..n)
                     .map(|i| ctx.stamp_svc(format!("s{i:04}"), &file, true, true))
                     .collect();
+                progress(&format!("  {} with {n}", kind.name()));
                 let Some(inst) = launch_or_note(ctx, kind, &dir, &svcs, &mut fails) else {
                     continue;
                 };
@@ -906,7 +909,7 @@ fn control(
     } else {
         fails.insert("init", "cannot connect".into());
     }
-    let (runs, secs) = if ctx.quick { (2, 0.5) } else { (3, 2.0) };
+    let (runs, secs) = if ctx.quick { (1, 0.5) } else { (3, 2.0) };
     for _ in 0..runs {
         if let Some(t) = throughput(&inst.sock(), secs) {
             thr.entry("init").or_default().push(t);
