@@ -445,10 +445,17 @@ pub fn restart_gap(ctx: &Ctx) -> Vec<Row> {
             for (inst, file) in &running {
                 let (want, limit) = match inst.kind {
                     Kind::Init => (ctx.pick(200, 1000), 30.0),
-                    _ => (ctx.pick(2, 10), if ctx.quick { 3.5 } else { 12.0 }),
+                    // supervisord alone may take a second or two to start.
+                    _ => (ctx.pick(2, 10), if ctx.quick { 5.0 } else { 14.0 }),
                 };
                 let left = Duration::from_secs_f64(limit).saturating_sub(start.elapsed());
                 let s = wait_stamps(file, want + 1, left);
+                if s.len() < 2 {
+                    fails.insert(
+                        inst.kind.name(),
+                        format!("{} start(s) within {limit} s", s.len()),
+                    );
+                }
                 samples
                     .entry(inst.kind.name())
                     .or_default()
