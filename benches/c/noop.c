@@ -1,0 +1,2 @@
+/* The floor of "run a program": exec, exit 0. */
+int main(void) { return 0; }
