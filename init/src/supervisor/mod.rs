@@ -721,10 +721,13 @@ impl<O: Os> Supervisor<O> {
     }
 
     fn forget_removed(&mut self) {
+        if !self.table.any_removed() {
+            return;
+        }
         let gone: Vec<usize> = self
             .table
             .iter()
-            .filter(|(_, s)| s.removed && s.state().down() && s.proc_().is_none())
+            .filter(|(_, s)| s.removed() && s.state().down() && s.proc_().is_none())
             .map(|(id, _)| id)
             .collect();
         if gone.is_empty() {

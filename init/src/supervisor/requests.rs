@@ -657,14 +657,16 @@ impl<O: Os> Supervisor<O> {
         };
         let (mut added, mut removed, mut changed) = (Vec::new(), Vec::new(), Vec::new());
         let seen: BTreeSet<String> = units.iter().map(|u| u.name.clone()).collect();
-        for id in self.table.ids() {
-            if let Some(s) = self.table.get_mut(id) {
-                if !seen.contains(&s.name) && !s.removed {
-                    s.removed = true;
-                    removed.push(s.name.clone());
-                    self.stop_queue.insert(id);
-                }
-            }
+        let gone: Vec<(usize, String)> = self
+            .table
+            .listed()
+            .filter(|(_, s)| !seen.contains(&s.name))
+            .map(|(id, s)| (id, s.name.clone()))
+            .collect();
+        for (id, name) in gone {
+            self.table.mark_removed(id);
+            removed.push(name);
+            self.stop_queue.insert(id);
         }
         self.queue_stops();
         let mut new_ids = Vec::new();

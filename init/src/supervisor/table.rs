@@ -1,6 +1,7 @@
 //! The service table: each service's definition, state machine, current
 //! process and output, by id, with indexes by pid and by deadline kept in
-//! step with the machines (a machine changes only through `Table::feed`).
+//! step with the machines (a machine changes only through `Table::feed`),
+//! and by name for the listed (not removed) services.
 
 use crate::logs::pipe::Output;
 use crate::os::Proc;
@@ -22,7 +23,7 @@ pub struct Service {
     proc_: Option<Proc>,
     pub out: Output,
     /// Removed from disk by a reload: forget it once it is down.
-    pub removed: bool,
+    removed: bool,
 }
 
 impl Service {
@@ -42,6 +43,9 @@ impl Service {
             proc_: None,
             removed: false,
         }
+    }
+    pub fn removed(&self) -> bool {
+        self.removed
     }
     pub fn m(&self) -> &Machine {
         &self.m
@@ -74,6 +78,10 @@ impl Service {
 pub struct Table {
     services: BTreeMap<usize, Service>,
     by_pid: BTreeMap<i32, usize>,
+    /// Listed (not removed) services by name.
+    by_name: BTreeMap<String, usize>,
+    /// How many are marked removed and not forgotten yet.
+    removed: usize,
     timers: BTreeSet<(Instant, usize)>,
     next_id: usize,
     next_gen: u32,
@@ -83,6 +91,7 @@ impl Table {
     pub fn add(&mut self, u: UnitFile) -> usize {
         let id = self.next_id;
         self.next_id += 1;
+        self.by_name.insert(u.name.clone(), id);
         self.services.insert(id, Service::new(u));
         id
     }
@@ -106,9 +115,22 @@ impl Table {
         self.iter().filter(|(_, s)| !s.removed)
     }
     pub fn id_of(&self, name: &str) -> Option<usize> {
-        self.listed()
-            .find(|(_, s)| s.name == name)
-            .map(|(id, _)| id)
+        self.by_name.get(name).copied()
+    }
+    /// A reload found its file gone: no longer listed, forgotten once down.
+    pub fn mark_removed(&mut self, id: usize) {
+        if let Some(s) = self.services.get_mut(&id) {
+            if !s.removed {
+                s.removed = true;
+                self.removed += 1;
+                if self.by_name.get(&s.name) == Some(&id) {
+                    self.by_name.remove(&s.name);
+                }
+            }
+        }
+    }
+    pub fn any_removed(&self) -> bool {
+        self.removed > 0
     }
     pub fn by_pid(&self, pid: i32) -> Option<usize> {
         self.by_pid.get(&pid).copied()
@@ -163,6 +185,12 @@ impl Table {
 
     pub fn remove(&mut self, id: usize) -> Option<Service> {
         let s = self.services.remove(&id)?;
+        if s.removed {
+            self.removed -= 1;
+        }
+        if self.by_name.get(&s.name) == Some(&id) {
+            self.by_name.remove(&s.name);
+        }
         if let Some(d) = s.m.deadline() {
             self.timers.remove(&(d, id));
         }
