@@ -664,6 +664,18 @@ impl<O: Os> Supervisor<O> {
             self.os.unwatch(fd.as_raw_fd());
         }
         self.forward(id, lines);
+        self.release_log(id);
+    }
+
+    /// A service with no process and no open pipe writes to its log
+    /// rarely: let the file go (the next line reopens it), so a stopped
+    /// service holds no fd of init's.
+    fn release_log(&mut self, id: usize) {
+        if let Some(s) = self.table.get_mut(id) {
+            if s.proc_().is_none() && Pipe::ALL.iter().all(|p| s.out.fd(*p).is_none()) {
+                s.out.log.close_file();
+            }
+        }
     }
 
     fn log_event(&mut self, id: usize, msg: &str) {
@@ -679,6 +691,7 @@ impl<O: Os> Supervisor<O> {
             }
         }
         self.forward(id, lines);
+        self.release_log(id);
     }
 
     /// New log lines of a service go to its followers.
