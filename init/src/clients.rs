@@ -2,7 +2,8 @@
 //! (`control::Conn`: framing, buffers, limits). Requests go to the
 //! supervisor; its answers, held answers and follower lines come back as
 //! `Out` and are queued here. A connection that ends is reported to the
-//! supervisor (`client_gone`) so nothing is kept for it.
+//! supervisor (`client_gone`) so nothing is kept for it. A reserve fd lets
+//! init, out of fds, still accept a client to tell it so.
 
 use crate::control::{Conn, Next, Stream};
 use crate::os::Os;
@@ -32,6 +33,11 @@ pub struct Clients {
     vsock: Option<vsock::VsockListener>,
     conns: BTreeMap<ClientId, Conn>,
     next: ClientId,
+    /// /dev/null, held so that init out of fds can still tell a client
+    /// so (see `shed`).
+    reserve: Option<std::fs::File>,
+    /// Clients are being turned away for lack of fds (said once).
+    shedding: bool,
 }
 
 /// The Unix control socket could not be bound because another process
@@ -50,6 +56,8 @@ impl Clients {
             vsock: None,
             conns: BTreeMap::new(),
             next: 0,
+            reserve: open_reserve(),
+            shedding: false,
         };
         if c.unix_socket_enabled {
             let path = Path::new(&c.unix_socket_path);
@@ -114,6 +122,7 @@ impl Clients {
                 match self.unix.as_ref().map(|l| l.accept()) {
                     Some(Ok((s, _))) => Stream::Unix(s),
                     Some(Err(e)) if e.kind() == std::io::ErrorKind::WouldBlock => return,
+                    Some(Err(e)) if crate::sys::out_of_fds(&e) => return self.shed(t, now),
                     Some(Err(e)) => {
                         error!("accept: {e}");
                         return;
@@ -130,6 +139,7 @@ impl Clients {
                         Stream::Vsock(s)
                     }
                     Some(Err(e)) if e.kind() == std::io::ErrorKind::WouldBlock => return,
+                    Some(Err(e)) if crate::sys::out_of_fds(&e) => return self.shed(t, now),
                     Some(Err(e)) => {
                         error!("vsock accept: {e}");
                         return;
@@ -137,6 +147,7 @@ impl Clients {
                     None => return,
                 }
             };
+            self.shedding = false;
             let mut conn = Conn::new(stream, now);
             if self.conns.len() >= MAX_CONNS {
                 conn.send(&Response::err("too many connections"));
@@ -156,6 +167,39 @@ impl Clients {
                 }
                 Err(e) => error!("register connection: {e}"),
             }
+        }
+    }
+
+    /// Out of fds, with clients waiting on listener `t`: for each, let the
+    /// reserve go, accept the client, tell it so, close it, take the
+    /// reserve back (the libev/nginx trick). Otherwise they would wait
+    /// unanswered until fds come back and another client knocks.
+    fn shed(&mut self, t: Token, now: Instant) {
+        if !self.shedding {
+            warn!("out of file descriptors: turning clients away until some are free");
+            self.shedding = true;
+        }
+        loop {
+            if self.reserve.take().is_none() {
+                self.reserve = open_reserve();
+                return;
+            }
+            let stream = if t == UNIX_LISTENER {
+                let accepted = self.unix.as_ref().and_then(|l| l.accept().ok());
+                accepted.map(|(s, _)| Stream::Unix(s))
+            } else {
+                let accepted = self.vsock.as_ref().and_then(|l| l.accept().ok());
+                accepted.and_then(|(s, _)| s.set_nonblocking(true).ok().map(|()| Stream::Vsock(s)))
+            };
+            let Some(s) = stream else {
+                self.reserve = open_reserve();
+                return;
+            };
+            let mut conn = Conn::new(s, now);
+            conn.send(&Response::err("init is out of file descriptors"));
+            conn.flush(now);
+            drop(conn);
+            self.reserve = open_reserve();
         }
     }
 
@@ -323,6 +367,10 @@ impl Clients {
     pub fn is_conn(t: Token) -> Option<ClientId> {
         t.0.checked_sub(CONN_BASE).map(|n| n as ClientId)
     }
+}
+
+fn open_reserve() -> Option<std::fs::File> {
+    std::fs::File::open("/dev/null").ok()
 }
 
 /// Bind the control socket, mode 0600. A stale socket file is replaced; a

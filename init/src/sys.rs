@@ -255,6 +255,14 @@ pub fn reap(pid: Pid) -> Option<Exit> {
     }
 }
 
+/// init (or the whole system) is out of fds: EMFILE, ENFILE.
+pub fn out_of_fds(e: &std::io::Error) -> bool {
+    matches!(
+        e.raw_os_error().map(Errno::from_raw),
+        Some(Errno::EMFILE | Errno::ENFILE)
+    )
+}
+
 /// Out of fds, processes or memory (EMFILE, ENFILE, EAGAIN, ENOMEM), not
 /// a fault of what was asked: the same call can work later. With the
 /// error's short description ("Too many open files").
