@@ -699,6 +699,41 @@ mod tests {
     }
 
     #[test]
+    fn out_of_resources_defers_backs_off_and_counts_nothing() {
+        let p = policy(RestartPolicy::No);
+        let t = Instant::now();
+        let mut m = Machine::default();
+        let no_fds = || Event::OutOfResources("Too many open files".into());
+        assert_eq!(act(&mut m, start(), &p, t), Action::Spawn);
+        let step = m.on(no_fds(), &p, t);
+        assert_eq!(step.action, Action::None);
+        assert_eq!(
+            step.log.as_deref(),
+            Some("waiting for resources: Too many open files; trying again in 1s, then less often (at most every 30s)")
+        );
+        assert_eq!(m.state.name(), "deferred");
+        assert_eq!(m.deadline, Some(t + DEFER_FIRST));
+        for want in [2, 4, 8, 16, 30, 30, 30] {
+            assert_eq!(act(&mut m, Event::Deadline, &p, t), Action::StartAgain);
+            assert_eq!(act(&mut m, start(), &p, t), Action::Spawn);
+            assert_eq!(m.on(no_fds(), &p, t).log, None, "said once per streak");
+            assert_eq!(m.deadline, Some(t + Duration::from_secs(want)));
+        }
+        assert!(m.starts.is_empty());
+        assert_eq!((m.runs, m.restart_count), (0, 0));
+        // Nothing of a process in these states: it changes nothing.
+        for ev in [no_fds(), Event::Exited(BAD), Event::SpawnFailed("x".into())] {
+            assert_eq!(act(&mut m, ev, &p, t), Action::None);
+            assert_eq!(m.state, State::Deferred);
+        }
+        assert_eq!(act(&mut m, Event::Stop, &p, t), Action::None);
+        assert_eq!(
+            (m.state.clone(), m.deadline, m.deferrals),
+            (State::Inactive, None, 0)
+        );
+    }
+
+    #[test]
     fn huge_durations_never_overflow() {
         let p = Policy {
             restart_sec: u64::MAX,

@@ -438,8 +438,7 @@ impl<O: Os> Supervisor<O> {
                     State::Running
                     | State::Stopping
                     | State::Waiting { .. }
-                    | State::AutoRestart
-                    | State::Deferred => {
+                    | State::AutoRestart => {
                         if late {
                             Outcome::Done(Response::ok(format!(
                                 "Service '{name}' is restarting (waiting for the old process to exit)"
@@ -448,6 +447,11 @@ impl<O: Os> Supervisor<O> {
                             Outcome::Pending(None)
                         }
                     }
+                    State::Deferred if late => Outcome::Done(Response::err(format!(
+                        "Service '{name}' could not start yet: {}; init tries again",
+                        why()
+                    ))),
+                    State::Deferred => Outcome::Pending(None),
                 }
             }
         }

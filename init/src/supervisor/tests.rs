@@ -1096,3 +1096,21 @@ fn shutdown_with_a_deferred_service_finishes() {
     assert_eq!(r.state("s"), "inactive");
     assert_eq!(r.sup.finished(), Some(Ending::PowerOff));
 }
+
+#[test]
+fn a_restart_deferred_for_lack_of_fds_says_so_when_it_is_late() {
+    let mut r = rig(&[svc("s", "Restart = \"no\"")]);
+    r.os().obey_term.insert(name("s"));
+    r.os().no_fds = true;
+    let (c, reply) = r.send(Request::ServiceRestart { name: name("s") });
+    assert_eq!(reply, Reply::Later);
+    r.sup.on_sigchld();
+    r.tick();
+    assert_eq!(r.state("s"), "deferred");
+    r.advance(REPLY_WAIT);
+    assert_eq!(
+        err_text(r.answer(c).unwrap()),
+        "Service 's' could not start yet: waiting for resources: Too many open files; init tries again"
+    );
+    r.no_violations();
+}
