@@ -4,7 +4,8 @@
 //! `Out` and are queued here. A connection that ends is reported to the
 //! supervisor (`client_gone`) so nothing is kept for it. At accept each
 //! connection gets its peer and role (`access::Who`); refused peers are
-//! counted and logged here.
+//! counted and logged here. A reserve fd lets init, out of fds, still
+//! accept a client to tell it so.
 
 use crate::access::{self, Peer, Refusals, Role, Who};
 use crate::control::{Conn, Next, Stream};
@@ -40,6 +41,11 @@ pub struct Clients {
     own_uid: u32,
     unix_refused: Refusals,
     vsock_refused: Refusals,
+    /// /dev/null, held so that init out of fds can still tell a client
+    /// so (see `shed`).
+    reserve: Option<std::fs::File>,
+    /// Clients are being turned away for lack of fds (said once).
+    shedding: bool,
 }
 
 /// The Unix control socket could not be bound because another process
@@ -62,6 +68,8 @@ impl Clients {
             own_uid: nix::unistd::geteuid().as_raw(),
             unix_refused: Refusals::default(),
             vsock_refused: Refusals::default(),
+            reserve: open_reserve(),
+            shedding: false,
         };
         if c.unix_socket_enabled {
             let path = Path::new(&c.unix_socket_path);
@@ -132,6 +140,7 @@ impl Clients {
                         }
                     },
                     Some(Err(e)) if e.kind() == std::io::ErrorKind::WouldBlock => return,
+                    Some(Err(e)) if crate::sys::out_of_fds(&e) => return self.shed(t, now),
                     Some(Err(e)) => {
                         error!("accept: {e}");
                         return;
@@ -155,6 +164,7 @@ impl Clients {
                         (Stream::Vsock(s), who)
                     }
                     Some(Err(e)) if e.kind() == std::io::ErrorKind::WouldBlock => return,
+                    Some(Err(e)) if crate::sys::out_of_fds(&e) => return self.shed(t, now),
                     Some(Err(e)) => {
                         error!("vsock accept: {e}");
                         return;
@@ -162,6 +172,7 @@ impl Clients {
                     None => return,
                 }
             };
+            self.shedding = false;
             let mut conn = Conn::new(stream, who, now);
             if who.role == Role::Denied {
                 self.log_refusal(&who, now);
@@ -193,6 +204,49 @@ impl Clients {
                 }
                 Err(e) => error!("register connection: {e}"),
             }
+        }
+    }
+
+    /// Out of fds, with clients waiting on listener `t`: for each, let the
+    /// reserve go, accept the client, tell it so, close it, take the
+    /// reserve back (the libev/nginx trick). Otherwise they would wait
+    /// unanswered until fds come back and another client knocks.
+    fn shed(&mut self, t: Token, now: Instant) {
+        if !self.shedding {
+            warn!("out of file descriptors: turning clients away until some are free");
+            self.shedding = true;
+        }
+        loop {
+            if self.reserve.take().is_none() {
+                self.reserve = open_reserve();
+                return;
+            }
+            let stream = if t == UNIX_LISTENER {
+                let accepted = self.unix.as_ref().and_then(|l| l.accept().ok());
+                accepted.map(|(s, _)| Stream::Unix(s))
+            } else {
+                let accepted = self.vsock.as_ref().and_then(|l| l.accept().ok());
+                accepted.and_then(|(s, _)| s.set_nonblocking(true).ok().map(|()| Stream::Vsock(s)))
+            };
+            let Some(s) = stream else {
+                self.reserve = open_reserve();
+                return;
+            };
+            // Answered and closed before anything is read: who it is
+            // does not matter.
+            let nobody = Who {
+                peer: Peer::Unix {
+                    uid: u32::MAX,
+                    gid: u32::MAX,
+                    pid: 0,
+                },
+                role: Role::Denied,
+            };
+            let mut conn = Conn::new(s, nobody, now);
+            conn.send(&Response::err("init is out of file descriptors"));
+            conn.flush(now);
+            drop(conn);
+            self.reserve = open_reserve();
         }
     }
 
@@ -393,6 +447,10 @@ impl Clients {
     pub fn is_conn(t: Token) -> Option<ClientId> {
         t.0.checked_sub(CONN_BASE).map(|n| n as ClientId)
     }
+}
+
+fn open_reserve() -> Option<std::fs::File> {
+    std::fs::File::open("/dev/null").ok()
 }
 
 /// Bind the control socket, mode 0600, then give it `unix_socket_mode` and

@@ -55,6 +55,18 @@ pub struct Spawned {
     pub pipes: Option<[OwnedFd; 2]>,
 }
 
+/// Why a spawn failed.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum SpawnError {
+    /// init or the system ran out of something (fds, processes, memory):
+    /// not the service's fault, and trying again later can work. The text
+    /// says what ran out ("Too many open files").
+    Resources(String),
+    /// The service's own fault: no such program, no permission, a bad
+    /// working directory.
+    Fault(String),
+}
+
 /// The current process of a service. `gen` tells it apart from earlier
 /// processes of the same service in tokens and events.
 pub struct Proc {
@@ -69,7 +81,7 @@ pub trait Os {
         &mut self,
         def: &ServiceDef,
         env: &BTreeMap<String, String>,
-    ) -> Result<Spawned, String>;
+    ) -> Result<Spawned, SpawnError>;
     /// Signal the process group of `p`, whose leader is not reaped yet.
     fn signal(&mut self, p: &Proc, sig: Signal) -> Result<(), String>;
     /// SIGKILL what is left of the group of an exited, unreaped leader.

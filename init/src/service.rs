@@ -27,7 +27,19 @@ pub enum State {
     AutoRestart,
     /// Start failed, exited with failure, start limit hit, or a requirement failed.
     Failed,
+    /// Wants to run, but its last start found init out of resources (fds,
+    /// processes, memory): not its fault, so that start counts toward
+    /// nothing (not the start limit, not a run; a restart is counted once,
+    /// however often it is deferred); started again at the
+    /// deadline, [`DEFER_FIRST`] after the first such failure, doubling up
+    /// to [`DEFER_MAX`].
+    Deferred,
 }
+
+/// The first wait of a deferred start.
+pub const DEFER_FIRST: Duration = Duration::from_secs(1);
+/// The longest wait of a deferred start.
+pub const DEFER_MAX: Duration = Duration::from_secs(30);
 
 impl State {
     pub fn name(&self) -> &'static str {
@@ -39,6 +51,7 @@ impl State {
             State::Stopping => "stopping",
             State::AutoRestart => "auto-restart",
             State::Failed => "failed",
+            State::Deferred => "deferred",
         }
     }
     /// A process of the service is alive.
@@ -49,14 +62,19 @@ impl State {
             | State::Invalid
             | State::Waiting { .. }
             | State::AutoRestart
-            | State::Failed => false,
+            | State::Failed
+            | State::Deferred => false,
         }
     }
     /// Neither running nor about to run.
     pub fn down(&self) -> bool {
         match self {
             State::Inactive | State::Invalid | State::Failed => true,
-            State::Waiting { .. } | State::Running | State::Stopping | State::AutoRestart => false,
+            State::Waiting { .. }
+            | State::Running
+            | State::Stopping
+            | State::AutoRestart
+            | State::Deferred => false,
         }
     }
 }
@@ -80,6 +98,9 @@ pub enum Event {
     Stop,
     Restart,
     SpawnFailed(String),
+    /// The spawn failed for lack of resources (fds, processes, memory), not
+    /// through the service's fault; what ran out.
+    OutOfResources(String),
     /// The current process exited (already reaped).
     Exited(Exit),
     /// The machine's own deadline passed.
@@ -166,6 +187,9 @@ pub struct Machine {
     run_started: Option<Instant>,
     /// Start times inside the start-limit window.
     starts: VecDeque<Instant>,
+    /// Starts in a row deferred for lack of resources (0 unless running
+    /// or deferred).
+    deferrals: u32,
 }
 
 impl Default for Machine {
@@ -180,6 +204,7 @@ impl Default for Machine {
             runs: 0,
             run_started: None,
             starts: VecDeque::new(),
+            deferrals: 0,
         }
     }
 }
@@ -205,7 +230,8 @@ impl Machine {
             | State::Running
             | State::Stopping
             | State::AutoRestart
-            | State::Failed => self.reason.clone(),
+            | State::Failed
+            | State::Deferred => self.reason.clone(),
         }
     }
     pub fn deadline(&self) -> Option<Instant> {
@@ -241,12 +267,13 @@ impl Machine {
                 Action::None
             }
             (
-                S::Inactive | S::Waiting { .. } | S::AutoRestart | S::Failed,
+                S::Inactive | S::Waiting { .. } | S::AutoRestart | S::Failed | S::Deferred,
                 E::Start { manual, req },
             ) => self.start(manual, req, now),
-            (S::Inactive | S::Waiting { .. } | S::AutoRestart | S::Failed, E::Restart) => {
-                Action::StartAgain
-            }
+            (
+                S::Inactive | S::Waiting { .. } | S::AutoRestart | S::Failed | S::Deferred,
+                E::Restart,
+            ) => Action::StartAgain,
             // ----- stop
             (S::Running, E::Stop) => self.term(false, p, now),
             (S::Running, E::Restart) => self.term(true, p, now),
@@ -254,7 +281,7 @@ impl Machine {
                 self.start_after_stop = false;
                 Action::None
             }
-            (S::Waiting { .. } | S::AutoRestart, E::Stop) => {
+            (S::Waiting { .. } | S::AutoRestart | S::Deferred, E::Stop) => {
                 self.state = S::Inactive;
                 self.deadline = None;
                 self.reason = None;
@@ -282,19 +309,25 @@ impl Machine {
                 self.ended();
                 self.after_end(false, why, true, p, now)
             }
+            (S::Running, E::OutOfResources(what)) => self.defer(what, now),
             // No process in these states: an exit or spawn failure cannot
             // be theirs, and changes nothing.
             (
-                S::Inactive | S::Invalid | S::Waiting { .. } | S::AutoRestart | S::Failed,
-                E::Exited(_) | E::SpawnFailed(_),
+                S::Inactive
+                | S::Invalid
+                | S::Waiting { .. }
+                | S::AutoRestart
+                | S::Failed
+                | S::Deferred,
+                E::Exited(_) | E::SpawnFailed(_) | E::OutOfResources(_),
             ) => Action::None,
-            (S::Stopping, E::SpawnFailed(_)) => Action::None,
+            (S::Stopping, E::SpawnFailed(_) | E::OutOfResources(_)) => Action::None,
             // ----- deadlines
             (S::Stopping, E::Deadline) => {
                 self.deadline = None;
                 Action::Kill
             }
-            (S::AutoRestart, E::Deadline) => {
+            (S::AutoRestart | S::Deferred, E::Deadline) => {
                 self.deadline = None;
                 Action::StartAgain
             }
@@ -304,7 +337,12 @@ impl Machine {
             ) => Action::None,
             // ----- the file changed
             (
-                S::Inactive | S::Invalid | S::Waiting { .. } | S::AutoRestart | S::Failed,
+                S::Inactive
+                | S::Invalid
+                | S::Waiting { .. }
+                | S::AutoRestart
+                | S::Failed
+                | S::Deferred,
                 E::Invalidated(why),
             ) => {
                 self.state = S::Invalid;
@@ -325,10 +363,15 @@ impl Machine {
                 | S::Running
                 | S::Stopping
                 | S::AutoRestart
-                | S::Failed,
+                | S::Failed
+                | S::Deferred,
                 E::Validated,
             ) => Action::None,
         };
+        // A streak of deferred starts ends when the service leaves them.
+        if !matches!(self.state, S::Running | S::Deferred) {
+            self.deferrals = 0;
+        }
         let log = self.transition_line(&before, action, p);
         Step { action, log }
     }
@@ -373,6 +416,22 @@ impl Machine {
     fn ended(&mut self) {
         self.deadline = None;
         self.run_started = None;
+    }
+
+    /// The spawn found init out of resources: not a run. Take back what
+    /// `start` counted (a restart it counted stays counted: the deferred
+    /// start is the same restart) and try again later, waiting longer each
+    /// time in a row.
+    fn defer(&mut self, what: String, now: Instant) -> Action {
+        self.starts.pop_back();
+        self.runs = self.runs.saturating_sub(1);
+        self.ended();
+        self.deferrals = self.deferrals.saturating_add(1);
+        self.state = State::Deferred;
+        self.reason = Some(format!("waiting for resources: {what}"));
+        let doublings = self.deferrals.saturating_sub(1).min(5);
+        self.deadline = now.checked_add(DEFER_FIRST.saturating_mul(1 << doublings).min(DEFER_MAX));
+        Action::None
     }
 
     /// A run ended (exit or failed spawn): restart, fail, or rest.
@@ -438,6 +497,14 @@ impl Machine {
             State::Failed => Some(format!("failed: {}", self.reason.as_deref().unwrap_or(""))),
             State::AutoRestart => Some(format!("restarting in {}s", p.restart_sec)),
             State::Waiting { .. } => self.reason(),
+            // Once per streak, not at every retry.
+            State::Deferred if self.deferrals == 1 => Some(format!(
+                "{}; trying again in {}s, then less often (at most every {}s)",
+                self.reason.as_deref().unwrap_or(""),
+                DEFER_FIRST.as_secs(),
+                DEFER_MAX.as_secs()
+            )),
+            State::Deferred => None,
         }
     }
 }
@@ -629,6 +696,41 @@ mod tests {
         // A second exit of the same run: nothing.
         assert_eq!(act(&mut m, Event::Exited(BAD), &p, t), Action::None);
         assert_eq!(m.state, State::AutoRestart);
+    }
+
+    #[test]
+    fn out_of_resources_defers_backs_off_and_counts_nothing() {
+        let p = policy(RestartPolicy::No);
+        let t = Instant::now();
+        let mut m = Machine::default();
+        let no_fds = || Event::OutOfResources("Too many open files".into());
+        assert_eq!(act(&mut m, start(), &p, t), Action::Spawn);
+        let step = m.on(no_fds(), &p, t);
+        assert_eq!(step.action, Action::None);
+        assert_eq!(
+            step.log.as_deref(),
+            Some("waiting for resources: Too many open files; trying again in 1s, then less often (at most every 30s)")
+        );
+        assert_eq!(m.state.name(), "deferred");
+        assert_eq!(m.deadline, Some(t + DEFER_FIRST));
+        for want in [2, 4, 8, 16, 30, 30, 30] {
+            assert_eq!(act(&mut m, Event::Deadline, &p, t), Action::StartAgain);
+            assert_eq!(act(&mut m, start(), &p, t), Action::Spawn);
+            assert_eq!(m.on(no_fds(), &p, t).log, None, "said once per streak");
+            assert_eq!(m.deadline, Some(t + Duration::from_secs(want)));
+        }
+        assert!(m.starts.is_empty());
+        assert_eq!((m.runs, m.restart_count), (0, 0));
+        // Nothing of a process in these states: it changes nothing.
+        for ev in [no_fds(), Event::Exited(BAD), Event::SpawnFailed("x".into())] {
+            assert_eq!(act(&mut m, ev, &p, t), Action::None);
+            assert_eq!(m.state, State::Deferred);
+        }
+        assert_eq!(act(&mut m, Event::Stop, &p, t), Action::None);
+        assert_eq!(
+            (m.state.clone(), m.deadline, m.deferrals),
+            (State::Inactive, None, 0)
+        );
     }
 
     #[test]

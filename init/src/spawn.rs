@@ -2,6 +2,7 @@
 //! own session, a clean signal state, stdin from /dev/null and stdout/stderr
 //! as non-blocking pipes for init to read.
 
+use crate::os::SpawnError;
 use crate::unit::ServiceDef;
 use nix::unistd::Pid;
 use std::collections::BTreeMap;
@@ -39,9 +40,12 @@ pub fn service_path(def: &ServiceDef, global_env: &BTreeMap<String, String>) -> 
 
 /// Environment: init's own, then init.yaml's `environment`, then the
 /// service's `Environment` (later wins); PATH as `service_path` says.
-pub fn spawn(def: &ServiceDef, global_env: &BTreeMap<String, String>) -> Result<Spawned, String> {
+pub fn spawn(
+    def: &ServiceDef,
+    global_env: &BTreeMap<String, String>,
+) -> Result<Spawned, SpawnError> {
     let Some((program, args)) = def.argv.split_first() else {
-        return Err("empty ExecStart".into());
+        return Err(SpawnError::Fault("empty ExecStart".into()));
     };
     let mut cmd = Command::new(program);
     cmd.args(args)
@@ -54,7 +58,7 @@ pub fn spawn(def: &ServiceDef, global_env: &BTreeMap<String, String>) -> Result<
         .stderr(Stdio::piped());
     if let Some(dir) = &def.working_directory {
         if let Err(e) = std::fs::read_dir(dir) {
-            return Err(format!("working directory {dir}: {e}"));
+            return Err(failed(e, format!("working directory {dir}")));
         }
         cmd.current_dir(dir);
     }
@@ -64,10 +68,10 @@ pub fn spawn(def: &ServiceDef, global_env: &BTreeMap<String, String>) -> Result<
     }
     let mut child = cmd
         .spawn()
-        .map_err(|e| format!("cannot execute {program}: {e}"))?;
+        .map_err(|e| failed(e, format!("cannot execute {program}")))?;
     let pid = Pid::from_raw(child.id() as i32);
     let (Some(out), Some(err)) = (child.stdout.take(), child.stderr.take()) else {
-        return Err("no output pipes".into());
+        return Err(SpawnError::Fault("no output pipes".into()));
     };
     let (stdout, stderr): (OwnedFd, OwnedFd) = (out.into(), err.into());
     for fd in [&stdout, &stderr] {
@@ -80,4 +84,13 @@ pub fn spawn(def: &ServiceDef, global_env: &BTreeMap<String, String>) -> Result<
         stdout,
         stderr,
     })
+}
+
+/// Out of fds, processes or memory (at the pipes, the fork or the exec):
+/// not the service's fault. Anything else is, and says `what` failed.
+fn failed(e: std::io::Error, what: String) -> SpawnError {
+    match crate::sys::out_of_resources(&e) {
+        Some(desc) => SpawnError::Resources(desc.into()),
+        None => SpawnError::Fault(format!("{what}: {e}")),
+    }
 }

@@ -5,7 +5,7 @@
 //! Process spawning itself is in spawn.rs (std's `Command`). Nothing here
 //! panics; errors are returned.
 
-use crate::os::{Exit, Os, Proc, Spawned};
+use crate::os::{Exit, Os, Proc, SpawnError, Spawned};
 use crate::unit::ServiceDef;
 use mio::unix::SourceFd;
 use mio::{Interest, Token};
@@ -256,6 +256,25 @@ pub fn reap(pid: Pid) -> Option<Exit> {
     }
 }
 
+/// init (or the whole system) is out of fds: EMFILE, ENFILE.
+pub fn out_of_fds(e: &std::io::Error) -> bool {
+    matches!(
+        e.raw_os_error().map(Errno::from_raw),
+        Some(Errno::EMFILE | Errno::ENFILE)
+    )
+}
+
+/// Out of fds, processes or memory (EMFILE, ENFILE, EAGAIN, ENOMEM), not
+/// a fault of what was asked: the same call can work later. With the
+/// error's short description ("Too many open files").
+pub fn out_of_resources(e: &std::io::Error) -> Option<&'static str> {
+    let errno = Errno::from_raw(e.raw_os_error()?);
+    match errno {
+        Errno::EMFILE | Errno::ENFILE | Errno::EAGAIN | Errno::ENOMEM => Some(errno.desc()),
+        _ => None,
+    }
+}
+
 /// Read from a non-blocking fd (a service's output pipe).
 pub fn read(fd: &OwnedFd, buf: &mut [u8]) -> nix::Result<usize> {
     nix::unistd::read(fd, buf)
@@ -281,7 +300,7 @@ impl Os for RealOs {
         &mut self,
         def: &ServiceDef,
         env: &BTreeMap<String, String>,
-    ) -> Result<Spawned, String> {
+    ) -> Result<Spawned, SpawnError> {
         let sp = crate::spawn::spawn(def, env)?;
         // No pidfd: SIGCHLD and waitid find the exit.
         let pidfd = pidfd_open(sp.pid).ok();

@@ -405,11 +405,15 @@ fn exchange(cli: &Cli, endpoint: &Endpoint) -> Result<i32, Fail> {
     let deadline = Instant::now() + cli.timeout;
     let mut conn = Conn::connect(endpoint, cli.timeout)
         .map_err(|e| fail(format!("cannot connect to init at {endpoint}: {e}")))?;
-    conn.send(&cli.command.request(), deadline).map_err(|e| {
-        fail(format!(
-            "cannot send the request to init at {endpoint}: {e}"
-        ))
-    })?;
+    if let Err(e) = conn.send(&cli.command.request(), deadline) {
+        // init may answer and close before it reads the request (out of
+        // fds, too many connections): read what it said.
+        if !matches!(e.kind(), ErrorKind::BrokenPipe | ErrorKind::ConnectionReset) {
+            return Err(fail(format!(
+                "cannot send the request to init at {endpoint}: {e}"
+            )));
+        }
+    }
     let mut deadline = Some(deadline);
     loop {
         let line = match conn.read_line(deadline) {

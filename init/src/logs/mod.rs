@@ -50,6 +50,8 @@
 //!   most once per [`RETRY_INTERVAL`]. The first line written after a
 //!   recovery is `[ts] [init] log writing resumed: dropped N lines (M bytes)`.
 //!   Lines are still cached and handed to followers meanwhile.
+//! * A log whose service is down is closed ([`ServiceLog::close_file`]) and
+//!   reopened by its next line, so stopped services hold no fds.
 
 use std::io;
 use std::path::{Path, PathBuf};
@@ -243,6 +245,12 @@ impl ServiceLog {
     pub fn clear(&mut self, s: &LogSettings) -> io::Result<()> {
         self.ring.clear();
         self.writer.clear(s)
+    }
+
+    /// Close the file for now (its service is down); the next line
+    /// reopens it.
+    pub fn close_file(&mut self) {
+        self.writer.close();
     }
 
     /// Lines and bytes dropped because the log could not be written

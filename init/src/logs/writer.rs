@@ -67,6 +67,11 @@ impl Writer {
         (self.dropped_lines, self.dropped_bytes)
     }
 
+    /// Close the file; the next write reopens it.
+    pub(super) fn close(&mut self) {
+        self.file = None;
+    }
+
     /// Close the file and remove the current and rotated files (see
     /// `ServiceLog::clear`); the next write opens a fresh file. The drop
     /// counts are kept.

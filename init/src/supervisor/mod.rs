@@ -11,7 +11,7 @@
 //! place, in order: nothing recurses, and there are no fixed rounds.
 
 use crate::logs::{LogSettings, Pipe};
-use crate::os::{Os, Proc};
+use crate::os::{Os, Proc, SpawnError};
 use crate::service::{Action, Event, Req, State};
 use crate::unit::{self, UnitFile};
 use mio::Token;
@@ -476,7 +476,7 @@ impl<O: Os> Supervisor<O> {
                 State::Inactive => {
                     return fail(format!("required service '{name}' is not running"));
                 }
-                State::Waiting { .. } | State::Stopping | State::AutoRestart => {
+                State::Waiting { .. } | State::Stopping | State::AutoRestart | State::Deferred => {
                     wait.push(name.clone())
                 }
             }
@@ -504,7 +504,9 @@ impl<O: Os> Supervisor<O> {
                     self.feed(id, Event::Stop)
                 }
                 State::Stopping => {}
-                State::Waiting { .. } | State::AutoRestart => self.feed(id, Event::Stop),
+                State::Waiting { .. } | State::AutoRestart | State::Deferred => {
+                    self.feed(id, Event::Stop)
+                }
                 State::Running => {
                     let blocked = self.deps.later(id).iter().any(|o| {
                         self.stop_queue.contains(o)
@@ -567,7 +569,11 @@ impl<O: Os> Supervisor<O> {
                 );
                 self.log_event(id, &format!("started with PID {pid}"));
             }
-            Err(why) => {
+            // Not its fault: the machine defers it (and says so once).
+            Err(SpawnError::Resources(what)) => self
+                .queue
+                .push_front(Work::Feed(id, Event::OutOfResources(what))),
+            Err(SpawnError::Fault(why)) => {
                 self.log_event(id, &format!("start failed: {why}"));
                 self.queue
                     .push_front(Work::Feed(id, Event::SpawnFailed(why)));
@@ -658,19 +664,34 @@ impl<O: Os> Supervisor<O> {
             self.os.unwatch(fd.as_raw_fd());
         }
         self.forward(id, lines);
+        self.release_log(id);
+    }
+
+    /// A service with no process and no open pipe writes to its log
+    /// rarely: let the file go (the next line reopens it), so a stopped
+    /// service holds no fd of init's.
+    fn release_log(&mut self, id: usize) {
+        if let Some(s) = self.table.get_mut(id) {
+            if s.proc_().is_none() && Pipe::ALL.iter().all(|p| s.out.fd(*p).is_none()) {
+                s.out.log.close_file();
+            }
+        }
     }
 
     fn log_event(&mut self, id: usize, msg: &str) {
         let mut lines = Vec::new();
         if let Some(s) = self.table.get_mut(id) {
             s.out.log.event(&self.logset, msg, &mut lines);
-            if matches!(s.state(), State::Failed) || msg.starts_with("start failed") {
+            if matches!(s.state(), State::Failed | State::Deferred)
+                || msg.starts_with("start failed")
+            {
                 warn!("{}: {msg}", s.name);
             } else {
                 info!("{}: {msg}", s.name);
             }
         }
         self.forward(id, lines);
+        self.release_log(id);
     }
 
     /// New log lines of a service go to its followers.

@@ -221,7 +221,8 @@ impl<O: Os> Supervisor<O> {
                 | State::Running
                 | State::Stopping
                 | State::AutoRestart
-                | State::Failed => Vec::new(),
+                | State::Failed
+                | State::Deferred => Vec::new(),
             },
             timeout_stop_sec: d.map_or(0, |d| d.timeout_stop_sec),
             log_dropped_lines: lines,
@@ -285,6 +286,9 @@ impl<O: Os> Supervisor<O> {
                 "Service '{name}' will start once its old process has exited"
             )),
             State::Waiting { .. } => Response::ok(format!("Service '{name}' is {reason}")),
+            State::Deferred => Response::err(format!(
+                "Service '{name}' could not start yet: {reason}; init tries again"
+            )),
             State::Inactive | State::Invalid | State::AutoRestart | State::Failed => {
                 Response::err(format!("Service '{name}' failed to start: {reason}"))
             }
@@ -454,6 +458,11 @@ impl<O: Os> Supervisor<O> {
                             Outcome::Pending(None)
                         }
                     }
+                    State::Deferred if late => Outcome::Done(Response::err(format!(
+                        "Service '{name}' could not start yet: {}; init tries again",
+                        why()
+                    ))),
+                    State::Deferred => Outcome::Pending(None),
                 }
             }
         }

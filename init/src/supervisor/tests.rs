@@ -5,7 +5,7 @@
 
 use super::requests::{REPLY_WAIT, RESTART_GRACE};
 use super::*;
-use crate::os::{Exit, Spawned};
+use crate::os::{Exit, SpawnError, Spawned};
 use crate::unit::ServiceDef;
 use shared::protocol::{Request, Response};
 use std::sync::atomic::{AtomicU32, Ordering};
@@ -32,6 +32,8 @@ struct FakeOs {
     obey_term: BTreeSet<String>,
     /// exec_start values whose spawn fails.
     fail_exec: BTreeSet<String>,
+    /// Every spawn fails with EMFILE.
+    no_fds: bool,
     /// Anything the supervisor did that it must never do.
     violations: Vec<String>,
 }
@@ -72,9 +74,19 @@ impl Os for FakeOs {
     fn now(&self) -> Instant {
         self.t.unwrap_or_else(Instant::now)
     }
-    fn spawn(&mut self, def: &ServiceDef, _: &BTreeMap<String, String>) -> Result<Spawned, String> {
+    fn spawn(
+        &mut self,
+        def: &ServiceDef,
+        _: &BTreeMap<String, String>,
+    ) -> Result<Spawned, SpawnError> {
+        if self.no_fds {
+            return Err(SpawnError::Resources("Too many open files".into()));
+        }
         if self.fail_exec.contains(&def.exec_start) {
-            return Err(format!("cannot execute {}: No such file", def.exec_start));
+            return Err(SpawnError::Fault(format!(
+                "cannot execute {}: No such file",
+                def.exec_start
+            )));
         }
         self.next_pid += 1;
         let service = def.exec_start.split(' ').nth(1).unwrap_or("").to_string();
@@ -936,4 +948,177 @@ fn random_schedules_keep_every_invariant() {
     for seed in 0..n {
         schedule(seed, 150);
     }
+}
+
+// ----- out of resources at spawn -------------------------------------------
+
+impl Rig {
+    fn reason(&self, name: &str) -> String {
+        let s = self.sup.table.get(self.id(name)).unwrap();
+        s.m().reason().unwrap_or_default()
+    }
+    /// How long until the machine's own deadline.
+    fn due_in(&mut self, name: &str) -> Option<Duration> {
+        let now = self.os().now();
+        let s = self.sup.table.get(self.id(name)).unwrap();
+        s.m().deadline().map(|d| d.saturating_duration_since(now))
+    }
+    fn log_text(&self, name: &str) -> String {
+        std::fs::read_to_string(self.dir.join("log").join(format!("{name}.log")))
+            .unwrap_or_default()
+    }
+}
+
+#[test]
+fn a_spawn_without_fds_is_deferred_backs_off_and_counts_toward_nothing() {
+    let extra =
+        "Restart = \"always\"\nRestartSec = 1\nStartLimitBurst = 3\nStartLimitIntervalSec = 1000";
+    let mut r = rig(&[svc("s", extra)]);
+    r.os().no_fds = true;
+    r.exit("s", code(1));
+    r.advance(Duration::from_secs(1));
+    assert_eq!(r.state("s"), "deferred");
+    assert_eq!(r.reason("s"), "waiting for resources: Too many open files");
+    assert_eq!(r.restarts("s"), 1, "the restart is counted once");
+    assert_eq!(r.sup.table.get(r.id("s")).unwrap().m().runs(), 1);
+    for want in [1, 2, 4, 8, 16, 30, 30, 30] {
+        assert_eq!(r.due_in("s"), Some(Duration::from_secs(want)));
+        r.advance(Duration::from_secs(want));
+        assert_eq!(r.state("s"), "deferred");
+    }
+    assert_eq!(r.restarts("s"), 1);
+    // Said once for the streak, in the service's log.
+    assert_eq!(r.log_text("s").matches("waiting for resources").count(), 1);
+    r.os().no_fds = false;
+    r.advance(Duration::from_secs(30));
+    assert_eq!(r.state("s"), "running");
+    assert_eq!(r.restarts("s"), 1);
+    assert_eq!(r.sup.table.get(r.id("s")).unwrap().m().runs(), 2);
+    // Two starts in the window (boot, this one), not eleven: a crash now
+    // is restarted, not a start-limit failure.
+    r.exit("s", code(1));
+    assert_eq!(r.state("s"), "auto-restart", "{}", r.reason("s"));
+    // A new streak is said again.
+    r.os().no_fds = true;
+    r.advance(Duration::from_secs(1));
+    assert_eq!(r.state("s"), "deferred");
+    assert_eq!(r.due_in("s"), Some(Duration::from_secs(1)));
+    assert_eq!(r.log_text("s").matches("waiting for resources").count(), 2);
+    r.no_violations();
+}
+
+#[test]
+fn a_first_start_without_fds_is_deferred_not_failed_whatever_the_policy() {
+    let mut r = rig(&[svc("s", "Restart = \"no\"\nServiceEnable = false")]);
+    assert_eq!(r.state("s"), "inactive");
+    r.os().no_fds = true;
+    let (_, reply) = r.send(Request::ServiceStart { name: name("s") });
+    let Reply::Now(resp) = reply else {
+        panic!("{reply:?}")
+    };
+    assert_eq!(
+        err_text(&resp),
+        "Service 's' could not start yet: waiting for resources: Too many open files; init tries again"
+    );
+    assert_eq!(r.state("s"), "deferred");
+    r.advance(Duration::from_secs(1));
+    assert_eq!(r.state("s"), "deferred");
+    r.os().no_fds = false;
+    r.advance(Duration::from_secs(2));
+    assert_eq!(r.state("s"), "running");
+    assert_eq!(r.restarts("s"), 0);
+    r.exit("s", code(0));
+    assert_eq!(r.state("s"), "inactive");
+    r.no_violations();
+}
+
+#[test]
+fn a_manual_start_of_a_deferred_service_tries_at_once() {
+    let mut r = rig(&[svc("s", "Restart = \"always\"\nRestartSec = 1")]);
+    r.os().no_fds = true;
+    r.exit("s", code(1));
+    for _ in 0..6 {
+        let d = r.due_in("s").unwrap();
+        r.advance(d);
+    }
+    assert_eq!(r.due_in("s"), Some(Duration::from_secs(30)));
+    r.os().no_fds = false;
+    let (_, reply) = r.send(Request::ServiceStart { name: name("s") });
+    assert_eq!(
+        reply,
+        Reply::Now(Response::ok("Service 's' started".to_string()))
+    );
+    assert_eq!(r.state("s"), "running");
+}
+
+#[test]
+fn a_dependent_waits_for_a_deferred_requirement_and_a_stop_ends_the_retries() {
+    let mut r = rig(&[
+        svc("db", "Restart = \"no\""),
+        svc(
+            "api",
+            "Restart = \"no\"\nServiceEnable = false\nRequires = [\"db\"]\nAfter = [\"db\"]",
+        ),
+    ]);
+    r.exit("db", code(0));
+    assert_eq!(r.state("db"), "inactive");
+    r.os().no_fds = true;
+    r.send(Request::ServiceStart { name: name("api") });
+    assert_eq!(r.state("db"), "deferred");
+    assert_eq!(r.state("api"), "waiting");
+    r.os().no_fds = false;
+    r.advance(Duration::from_secs(1));
+    assert_eq!(r.state("db"), "running");
+    assert_eq!(r.state("api"), "running");
+    // Deferred again, then stopped: no more retries.
+    r.os().obey_term.insert(name("api"));
+    r.os().obey_term.insert(name("db"));
+    r.send(Request::ServiceStop { name: name("db") });
+    for _ in 0..2 {
+        r.sup.on_sigchld(); // api, then db
+        r.tick();
+    }
+    assert_eq!(r.state("db"), "inactive");
+    r.os().no_fds = true;
+    r.send(Request::ServiceStart { name: name("db") });
+    assert_eq!(r.state("db"), "deferred");
+    let (c, _) = r.send(Request::ServiceStop { name: name("db") });
+    assert_eq!(ok_text(r.answer(c).unwrap()), "Service 'db' stopped");
+    assert_eq!(r.state("db"), "inactive");
+    assert_eq!(r.due_in("db"), None);
+    r.os().no_fds = false;
+    r.advance(Duration::from_secs(60));
+    assert_eq!(r.state("db"), "inactive");
+    r.no_violations();
+}
+
+#[test]
+fn shutdown_with_a_deferred_service_finishes() {
+    let mut r = rig(&[svc("s", "Restart = \"always\"\nRestartSec = 1")]);
+    r.os().no_fds = true;
+    r.exit("s", code(1));
+    r.advance(Duration::from_secs(1));
+    assert_eq!(r.state("s"), "deferred");
+    r.sup.begin_ending(Ending::PowerOff);
+    r.tick();
+    assert_eq!(r.state("s"), "inactive");
+    assert_eq!(r.sup.finished(), Some(Ending::PowerOff));
+}
+
+#[test]
+fn a_restart_deferred_for_lack_of_fds_says_so_when_it_is_late() {
+    let mut r = rig(&[svc("s", "Restart = \"no\"")]);
+    r.os().obey_term.insert(name("s"));
+    r.os().no_fds = true;
+    let (c, reply) = r.send(Request::ServiceRestart { name: name("s") });
+    assert_eq!(reply, Reply::Later);
+    r.sup.on_sigchld();
+    r.tick();
+    assert_eq!(r.state("s"), "deferred");
+    r.advance(REPLY_WAIT);
+    assert_eq!(
+        err_text(r.answer(c).unwrap()),
+        "Service 's' could not start yet: waiting for resources: Too many open files; init tries again"
+    );
+    r.no_violations();
 }
