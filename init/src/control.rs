@@ -1,8 +1,11 @@
-//! One control connection: framing, limits and buffers. Transport-neutral
-//! (Unix or VSOCK); the supervisor decides what each request does.
+//! One control connection: framing, its own limits and timeouts, buffers.
+//! Transport-neutral (Unix or VSOCK; `Clients` keeps the budgets); the
+//! supervisor decides what each request does.
 //!
 //! Framing: each complete JSON value is a request, answered as soon as it is
 //! complete with the response and `\n`, whatever (if anything) follows it.
+//! Its end is found by scanning each byte once (`Scan`). Only complete
+//! requests and output taken count as activity.
 
 use shared::protocol::{Request, Response};
 use shared::MAX_REQUEST_BYTES;
