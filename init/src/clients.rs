@@ -1,33 +1,121 @@
 //! The clients: the Unix and VSOCK listeners and every control connection
-//! (`control::Conn`: framing, buffers, limits). Requests go to the
+//! (`control::Conn`: framing, buffers, timeouts). Requests go to the
 //! supervisor; its answers, held answers and follower lines come back as
 //! `Out` and are queued here. A connection that ends is reported to the
 //! supervisor (`client_gone`) so nothing is kept for it. At accept each
 //! connection gets its peer and role (`access::Who`); refused peers are
 //! counted and logged here. A reserve fd lets init, out of fds, still
 //! accept a client to tell it so.
+//!
+//! Limits that keep one client from locking others out: each transport
+//! has its own connection budget, and a new connection on a full one
+//! closes that transport's longest idle connection (`to_evict`); at most
+//! `ACCEPTS_PER_TURN` connections are taken per listener per loop turn, so
+//! a new client is read before a flood can push it out. All buffers of all
+//! connections together stay under `CLIENT_MEMORY`: past it the biggest
+//! consumers are dropped (`to_shed`). Per turn a connection is served at
+//! most `REQUESTS_PER_TURN` requests, and at most one expensive one.
 
 use crate::access::{self, Peer, Refusals, Role, Who};
-use crate::control::{Conn, Next, Stream};
+use crate::control::{Conn, Next, Stream, Transport};
 use crate::os::Os;
 use crate::supervisor::{ClientId, Out, Reply, Supervisor};
 use crate::sys::FileId;
 use mio::unix::SourceFd;
 use mio::{Interest, Registry, Token};
 use shared::config::ControlConfig;
-use shared::protocol::Response;
+use shared::protocol::{Request, Response};
 use std::collections::BTreeMap;
 use std::os::fd::AsRawFd;
 use std::path::Path;
-use std::time::Instant;
+use std::time::{Duration, Instant};
 
 pub const UNIX_LISTENER: Token = Token(2);
 pub const VSOCK_LISTENER: Token = Token(3);
 /// Tokens at or above this are connections.
 pub const CONN_BASE: usize = 1 << 62;
-const MAX_CONNS: usize = 256;
+/// Connections per transport (Unix, VSOCK): a flood on one never costs the
+/// other a slot.
+pub const CONNS_PER_TRANSPORT: usize = 256;
+/// Connections accepted from one listener per loop turn.
+const ACCEPTS_PER_TURN: usize = 64;
 /// Requests served from one connection per loop turn before others get a turn.
 const REQUESTS_PER_TURN: usize = 64;
+/// Expensive requests (other than reload, which is coalesced) served per
+/// loop turn in all connections, in the order they waited.
+const HEAVY_PER_TURN: usize = 1;
+/// All connections' buffers together (input and output).
+pub const CLIENT_MEMORY: usize = 16 * 1024 * 1024;
+/// A connection that took output or sent a request this recently is
+/// dropped for memory only after the stalled ones.
+const FLOWING: Duration = Duration::from_secs(1);
+
+/// Requests whose cost grows with the service directory or the logs
+/// (reading files): at most one per connection per loop turn, and
+/// `HEAVY_PER_TURN` in all (reloads apart: one reload serves all who asked
+/// in a turn).
+fn expensive(r: &Request) -> bool {
+    match r {
+        Request::SystemReload
+        | Request::ServiceEnable { .. }
+        | Request::ServiceLogs { .. }
+        | Request::ServiceLogsFollow { .. } => true,
+        Request::ListServices
+        | Request::ServiceStatus { .. }
+        | Request::ServiceStart { .. }
+        | Request::ServiceStop { .. }
+        | Request::ServiceRestart { .. }
+        | Request::ServiceDisable { .. }
+        | Request::ServiceLogsClear { .. }
+        | Request::SystemStatus
+        | Request::SystemReboot
+        | Request::SystemShutdown
+        | Request::Ping => false,
+    }
+}
+
+/// What the budget and memory decisions look at in one connection.
+#[derive(Debug, Clone, Copy)]
+pub struct Slot {
+    pub id: ClientId,
+    pub transport: Transport,
+    /// Waiting for a held answer (a stop or restart, at most seconds).
+    pub busy: bool,
+    pub last_activity: Instant,
+    pub memory: usize,
+}
+
+/// The connection to close so that one more fits in `transport`'s budget:
+/// none while there is room; otherwise that transport's connection idle
+/// longest, one waiting for a held answer only if all are.
+pub fn to_evict(slots: &[Slot], transport: Transport, budget: usize) -> Option<ClientId> {
+    let mine = slots.iter().filter(|s| s.transport == transport);
+    if mine.clone().count() < budget {
+        return None;
+    }
+    mine.min_by_key(|s| (s.busy, s.last_activity)).map(|s| s.id)
+}
+
+/// The connections to drop so that all of them hold at most `limit` bytes:
+/// the biggest first, those that have stalled (no request and no output
+/// taken within `FLOWING`) before those still flowing.
+pub fn to_shed(slots: &[Slot], limit: usize, now: Instant) -> Vec<ClientId> {
+    let mut total: usize = slots.iter().map(|s| s.memory).sum();
+    let mut order: Vec<&Slot> = slots.iter().filter(|s| s.memory > 0).collect();
+    order.sort_by_key(|s| {
+        let flowing = now.saturating_duration_since(s.last_activity) < FLOWING;
+        (flowing, std::cmp::Reverse(s.memory), s.id)
+    });
+    let mut shed = Vec::new();
+    for s in order {
+        if total <= limit {
+            break;
+        }
+        total = total.saturating_sub(s.memory);
+        shed.push(s.id);
+    }
+    shed
+}
 
 pub struct Clients {
     unix: Option<mio::net::UnixListener>,
@@ -36,6 +124,15 @@ pub struct Clients {
     vsock: Option<vsock::VsockListener>,
     conns: BTreeMap<ClientId, Conn>,
     next: ClientId,
+    /// The loop turn, and the expensive requests it may still serve.
+    turn: u64,
+    heavy_left: usize,
+    /// The next place in the line for an expensive request.
+    next_ticket: u64,
+    /// Sum of what each connection was last counted at (`Conn::counted`).
+    memory: usize,
+    /// Tokens to come back to next turn.
+    again: Vec<Token>,
     /// Who may connect and what they may do (`control:` in init.yaml).
     rules: ControlConfig,
     own_uid: u32,
@@ -64,6 +161,11 @@ impl Clients {
             vsock: None,
             conns: BTreeMap::new(),
             next: 0,
+            turn: 0,
+            heavy_left: HEAVY_PER_TURN,
+            next_ticket: 0,
+            memory: 0,
+            again: Vec::new(),
             rules: c.clone(),
             own_uid: nix::unistd::geteuid().as_raw(),
             unix_refused: Refusals::default(),
@@ -128,8 +230,21 @@ impl Clients {
         }
     }
 
-    pub fn accept(&mut self, reg: &Registry, t: Token, now: Instant) {
-        loop {
+    /// Take new connections (at most `ACCEPTS_PER_TURN`) and serve what
+    /// they sent already. What to come back to next turn (the listener,
+    /// connections with requests left) is in `take_again`.
+    pub fn accept<O: Os>(
+        &mut self,
+        reg: &Registry,
+        t: Token,
+        sup: &mut Supervisor<O>,
+        now: Instant,
+    ) {
+        for n in 0.. {
+            if n == ACCEPTS_PER_TURN {
+                self.again.push(t);
+                return;
+            }
             let (stream, who) = if t == UNIX_LISTENER {
                 match self.unix.as_ref().map(|l| l.accept()) {
                     Some(Ok((s, _))) => match access::unix_who(&s, self.own_uid, &self.rules) {
@@ -181,16 +296,12 @@ impl Clients {
                 // answered "permission denied" (closing first would make
                 // the client's write fail instead).
                 if matches!(who.peer, Peer::Vsock { .. }) {
-                    conn.send(&Response::err("permission denied"));
+                    conn.send(&Response::err("permission denied"), now);
                     conn.flush(now);
                     continue;
                 }
             }
-            if self.conns.len() >= MAX_CONNS {
-                conn.send(&Response::err("too many connections"));
-                conn.flush(now);
-                continue; // dropped here
-            }
+            self.make_room(reg, sup, conn.transport());
             let cid = self.next;
             self.next += 1;
             let fd = conn.stream.raw_fd();
@@ -201,6 +312,9 @@ impl Clients {
             ) {
                 Ok(()) => {
                     self.conns.insert(cid, conn);
+                    if self.on_conn(reg, cid, sup, now) {
+                        self.again.push(Token(CONN_BASE + cid as usize));
+                    }
                 }
                 Err(e) => error!("register connection: {e}"),
             }
@@ -243,11 +357,105 @@ impl Clients {
                 role: Role::Denied,
             };
             let mut conn = Conn::new(s, nobody, now);
-            conn.send(&Response::err("init is out of file descriptors"));
+            conn.send(&Response::err("init is out of file descriptors"), now);
             conn.flush(now);
             drop(conn);
             self.reserve = open_reserve();
         }
+    }
+
+    /// Count a refused connection; log it unless too many came lately.
+    fn log_refusal(&mut self, who: &Who, now: Instant) {
+        let (counter, why) = match who.peer {
+            Peer::Unix { .. } => (
+                &mut self.unix_refused,
+                "not uid 0, init's uid, or in control.unix_allowed_uids, unix_allowed_gids or unix_read_only_uids".to_string(),
+            ),
+            Peer::Vsock { .. } => (
+                &mut self.vsock_refused,
+                format!(
+                    "not in control.vsock_allowed_cids {:?}",
+                    self.rules.vsock_allowed_cids
+                ),
+            ),
+        };
+        if let Some(unlogged) = counter.count(now) {
+            let total = counter.total;
+            let quiet = if unlogged > 0 {
+                format!(", {unlogged} not logged since the last of these lines")
+            } else {
+                String::new()
+            };
+            warn!(
+                "refused control connection from {}: {why} ({total} refused so far{quiet})",
+                who.peer
+            );
+        }
+    }
+
+    /// Sources `accept` left for the next turn.
+    pub fn take_again(&mut self) -> Vec<Token> {
+        std::mem::take(&mut self.again)
+    }
+
+    /// A new connection on a full budget closes that transport's longest
+    /// idle one.
+    fn make_room<O: Os>(&mut self, reg: &Registry, sup: &mut Supervisor<O>, t: Transport) {
+        if let Some(victim) = to_evict(&self.slots(), t, CONNS_PER_TRANSPORT) {
+            self.drop_conn(reg, victim, sup);
+        }
+    }
+
+    fn slots(&self) -> Vec<Slot> {
+        self.conns
+            .iter()
+            .map(|(id, c)| Slot {
+                id: *id,
+                transport: c.transport(),
+                busy: c.busy,
+                last_activity: c.last_activity,
+                memory: c.counted,
+            })
+            .collect()
+    }
+
+    /// A new loop turn begins (expensive requests are paced per turn).
+    pub fn new_turn(&mut self) {
+        self.turn = self.turn.wrapping_add(1);
+        self.heavy_left = HEAVY_PER_TURN;
+    }
+
+    /// May `cid` be served the expensive request `req` now? A reload always
+    /// (one per connection per turn is checked before); anything else if
+    /// the turn has one left and no connection that could be served now has
+    /// waited longer. A connection turned away gets its place in the line.
+    fn admit(&mut self, cid: ClientId, req: &Request) -> bool {
+        let turn = self.turn;
+        if !matches!(req, Request::SystemReload) {
+            let mine = self.conns.get(&cid).and_then(|c| c.ticket);
+            let ahead = self.conns.iter().any(|(id, c)| {
+                *id != cid
+                    && c.ticket.is_some_and(|t| mine.is_none_or(|m| t < m))
+                    && c.pending.is_some()
+                    && c.heavy_turn != Some(turn)
+                    && c.wants_requests()
+            });
+            if self.heavy_left == 0 || ahead {
+                if let Some(c) = self.conns.get_mut(&cid) {
+                    if c.ticket.is_none() {
+                        c.ticket = Some(self.next_ticket);
+                        self.next_ticket += 1;
+                    }
+                }
+                return false;
+            }
+            self.heavy_left -= 1;
+        }
+        if let Some(c) = self.conns.get_mut(&cid) {
+            c.heavy_turn = Some(turn);
+            c.ticket = None;
+        }
+        true
     }
 
     /// Readiness of a connection: read, write, serve. True if it has more
@@ -260,7 +468,7 @@ impl Clients {
         now: Instant,
     ) -> bool {
         if let Some(c) = self.conns.get_mut(&cid) {
-            c.fill(now);
+            c.fill();
             c.flush(now);
         }
         self.serve(reg, cid, sup, now)
@@ -283,37 +491,55 @@ impl Clients {
             if !c.wants_requests() {
                 break;
             }
-            if n == REQUESTS_PER_TURN {
+            let paced = c.heavy_turn == Some(self.turn) && c.has_input();
+            if n == REQUESTS_PER_TURN || paced {
                 more = true;
                 break;
             }
-            match c.next() {
-                // Input left in the kernel while this client was busy sends
-                // no new edge: read again before waiting for one.
-                Next::Incomplete => {
-                    if !c.read_closed && c.fill(now) {
+            let req = match c.pending.take() {
+                Some(r) => r,
+                None => match c.next(now) {
+                    // Input left in the kernel while this client was busy
+                    // sends no new edge: read again before waiting for one.
+                    Next::Incomplete => {
+                        if !c.read_closed && c.fill() {
+                            continue;
+                        }
+                        break;
+                    }
+                    Next::Invalid(msg) => {
+                        c.send(&Response::err(msg), now);
                         continue;
                     }
-                    break;
-                }
-                _ if c.who.role == Role::Denied => {
-                    c.send(&Response::err("permission denied"));
-                    c.close_after_flush = true;
-                }
-                Next::Invalid(msg) => c.send(&Response::err(msg)),
-                Next::Fatal(msg) => {
-                    c.send(&Response::err(msg));
-                    c.close_after_flush = true;
-                }
-                Next::Request(req) => {
-                    let reply = sup.request(cid, &c.who, req);
-                    if let Some(c) = self.conns.get_mut(&cid) {
-                        match reply {
-                            Reply::Now(r) => c.send(&r),
-                            Reply::Later => c.busy = true,
-                            Reply::Stream(first) => c.start_follow(&first),
-                        }
+                    Next::Fatal(msg) => {
+                        c.send(&Response::err(msg), now);
+                        c.close_after_flush = true;
+                        continue;
                     }
+                    Next::Request(_) if c.who.role == Role::Denied => {
+                        c.send(&Response::err("permission denied"), now);
+                        c.close_after_flush = true;
+                        continue;
+                    }
+                    Next::Request(r) => r,
+                },
+            };
+            if expensive(&req) && !self.admit(cid, &req) {
+                if let Some(c) = self.conns.get_mut(&cid) {
+                    c.pending = Some(req);
+                }
+                more = true;
+                break;
+            }
+            let Some(who) = self.conns.get(&cid).map(|c| c.who) else {
+                return false;
+            };
+            let reply = sup.request(cid, &who, req);
+            if let Some(c) = self.conns.get_mut(&cid) {
+                match reply {
+                    Reply::Now(r) => c.send(&r, now),
+                    Reply::Later => c.busy = true,
+                    Reply::Stream(first) => c.start_follow(&first, now),
                 }
             }
         }
@@ -321,7 +547,8 @@ impl Clients {
         more
     }
 
-    /// Flush a connection; drop it if it is done.
+    /// Flush a connection, count its memory; drop it if it is done, and
+    /// the biggest consumers if all connections hold too much.
     fn finish<O: Os>(
         &mut self,
         reg: &Registry,
@@ -333,10 +560,23 @@ impl Clients {
             return;
         };
         c.flush(now);
+        let m = c.memory();
+        self.memory = self.memory.saturating_sub(c.counted).saturating_add(m);
+        c.counted = m;
         if c.done() {
-            if let Some(c) = self.conns.remove(&cid) {
-                let _ = reg.deregister(&mut SourceFd(&c.stream.raw_fd()));
+            self.drop_conn(reg, cid, sup);
+        }
+        if self.memory > CLIENT_MEMORY {
+            for victim in to_shed(&self.slots(), CLIENT_MEMORY, now) {
+                self.drop_conn(reg, victim, sup);
             }
+        }
+    }
+
+    fn drop_conn<O: Os>(&mut self, reg: &Registry, cid: ClientId, sup: &mut Supervisor<O>) {
+        if let Some(c) = self.conns.remove(&cid) {
+            self.memory = self.memory.saturating_sub(c.counted);
+            let _ = reg.deregister(&mut SourceFd(&c.stream.raw_fd()));
             sup.client_gone(cid);
         }
     }
@@ -349,14 +589,14 @@ impl Clients {
             match o {
                 Out::Answer(cid, r) => {
                     if let Some(c) = self.conns.get_mut(&cid) {
-                        c.send(&r);
+                        c.send(&r, now);
                         c.busy = false;
                         answered.push(cid);
                     }
                 }
                 Out::Stream(cid, r) => {
                     if let Some(c) = self.conns.get_mut(&cid) {
-                        c.send_follow(&r);
+                        c.send_follow(&r, now);
                         c.flush(now);
                     }
                 }
@@ -394,16 +634,18 @@ impl Clients {
         again
     }
 
-    /// Drop connections idle past their timeout, and broken ones.
+    /// Connections past their deadline: an incomplete request is answered
+    /// with an error, an idle connection dropped; broken ones too.
     pub fn on_timer<O: Os>(&mut self, reg: &Registry, sup: &mut Supervisor<O>, now: Instant) {
         let ids: Vec<ClientId> = self
             .conns
             .iter_mut()
             .filter_map(|(id, c)| {
-                if c.idle_deadline().is_some_and(|d| d <= now) {
-                    c.broken = true;
+                let due = c.deadline().is_some_and(|d| d <= now);
+                if due {
+                    c.expire(now);
                 }
-                c.broken.then_some(*id)
+                (due || c.broken).then_some(*id)
             })
             .collect();
         for cid in ids {
@@ -411,37 +653,8 @@ impl Clients {
         }
     }
 
-    /// Count a refused connection; log it unless too many came lately.
-    fn log_refusal(&mut self, who: &Who, now: Instant) {
-        let (counter, why) = match who.peer {
-            Peer::Unix { .. } => (
-                &mut self.unix_refused,
-                "not uid 0, init's uid, or in control.unix_allowed_uids, unix_allowed_gids or unix_read_only_uids".to_string(),
-            ),
-            Peer::Vsock { .. } => (
-                &mut self.vsock_refused,
-                format!(
-                    "not in control.vsock_allowed_cids {:?}",
-                    self.rules.vsock_allowed_cids
-                ),
-            ),
-        };
-        if let Some(unlogged) = counter.count(now) {
-            let total = counter.total;
-            let quiet = if unlogged > 0 {
-                format!(", {unlogged} not logged since the last of these lines")
-            } else {
-                String::new()
-            };
-            warn!(
-                "refused control connection from {}: {why} ({total} refused so far{quiet})",
-                who.peer
-            );
-        }
-    }
-
     pub fn next_deadline(&self) -> Option<Instant> {
-        self.conns.values().filter_map(Conn::idle_deadline).min()
+        self.conns.values().filter_map(Conn::deadline).min()
     }
 
     pub fn is_conn(t: Token) -> Option<ClientId> {
@@ -518,4 +731,72 @@ fn bind_unix(path: &Path, c: &ControlConfig) -> std::io::Result<mio::net::UnixLi
         }
     }
     Ok(l)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn slot(id: ClientId, transport: Transport, age_s: u64, now: Instant) -> Slot {
+        Slot {
+            id,
+            transport,
+            busy: false,
+            last_activity: now - Duration::from_secs(age_s),
+            memory: 0,
+        }
+    }
+
+    #[test]
+    fn each_transport_has_its_own_budget() {
+        let now = Instant::now() + Duration::from_secs(1000);
+        // A full VSOCK budget (a flood from the host) and three Unix clients.
+        let mut slots: Vec<Slot> = (0..4)
+            .map(|i| slot(i, Transport::Vsock, 100 - i, now))
+            .collect();
+        slots.extend((10..13).map(|i| slot(i, Transport::Unix, 500, now)));
+        // A local client fits without closing anything.
+        assert_eq!(to_evict(&slots, Transport::Unix, 4), None);
+        // One more VSOCK connection closes VSOCK's longest idle, never a
+        // Unix one, however long idle that is.
+        assert_eq!(to_evict(&slots, Transport::Vsock, 4), Some(0));
+        // And the reverse.
+        slots.push(slot(13, Transport::Unix, 1, now));
+        assert_eq!(to_evict(&slots, Transport::Unix, 4), Some(10));
+        assert_eq!(to_evict(&slots, Transport::Vsock, 5), None);
+    }
+
+    #[test]
+    fn eviction_spares_a_client_waiting_for_its_answer() {
+        let now = Instant::now() + Duration::from_secs(1000);
+        let mut slots: Vec<Slot> = (0..3)
+            .map(|i| slot(i, Transport::Unix, 10 + i, now))
+            .collect();
+        slots[2].busy = true; // the oldest, but waiting for a stop
+        assert_eq!(to_evict(&slots, Transport::Unix, 3), Some(1));
+        for s in &mut slots {
+            s.busy = true;
+        }
+        assert_eq!(to_evict(&slots, Transport::Unix, 3), Some(2));
+    }
+
+    #[test]
+    fn memory_is_shed_biggest_first_stalled_before_flowing() {
+        let now = Instant::now() + Duration::from_secs(1000);
+        let mb = 1024 * 1024;
+        let mut slots = vec![
+            slot(1, Transport::Unix, 60, now),  // stalled, 4 MiB
+            slot(2, Transport::Unix, 0, now),   // flowing, 5 MiB
+            slot(3, Transport::Vsock, 60, now), // stalled, 2 MiB
+            slot(4, Transport::Unix, 60, now),  // stalled, 1 KiB
+        ];
+        for (s, m) in slots.iter_mut().zip([4 * mb, 5 * mb, 2 * mb, 1024]) {
+            s.memory = m;
+        }
+        assert!(to_shed(&slots, 16 * mb, now).is_empty());
+        assert_eq!(to_shed(&slots, 9 * mb, now), vec![1]);
+        assert_eq!(to_shed(&slots, 6 * mb, now), vec![1, 3]);
+        assert_eq!(to_shed(&slots, 5 * mb, now), vec![1, 3, 4]);
+        assert_eq!(to_shed(&slots, 2 * mb, now), vec![1, 3, 4, 2]);
+    }
 }

@@ -1,8 +1,11 @@
-//! One control connection: framing, limits and buffers. Transport-neutral
-//! (Unix or VSOCK); the supervisor decides what each request does.
+//! One control connection: framing, its own limits and timeouts, buffers.
+//! Transport-neutral (Unix or VSOCK; `Clients` keeps the budgets); the
+//! supervisor decides what each request does.
 //!
 //! Framing: each complete JSON value is a request, answered as soon as it is
 //! complete with the response and `\n`, whatever (if anything) follows it.
+//! Its end is found by scanning each byte once (`Scan`). Only complete
+//! requests and output taken count as activity.
 
 use crate::access::Who;
 use shared::protocol::{Request, Response};
@@ -11,12 +14,27 @@ use std::io::{self, Read, Write};
 use std::os::fd::{AsRawFd, RawFd};
 use std::time::{Duration, Instant};
 
-/// A client silent this long (and not waiting on anything) is dropped.
+/// A client that neither completes a request nor takes any of its output
+/// for this long is dropped (one waiting for a held answer, or following
+/// with nothing queued, is not idle). Bytes that complete no request,
+/// whitespace included, are not activity.
 pub const IDLE_TIMEOUT: Duration = Duration::from_secs(30);
+/// A request must be complete this long after its first byte.
+pub const REQUEST_TIMEOUT: Duration = Duration::from_secs(10);
 /// While this much output is queued, no further request is read.
 pub const OUT_HIGH_WATER: usize = 256 * 1024;
 /// A `logs -f` follower whose queue grows past this is dropped.
 pub const FOLLOW_LIMIT: usize = 1024 * 1024;
+/// Buffers larger than this are freed once empty (a big answer's memory
+/// goes back as soon as it has been sent).
+const KEEP_CAPACITY: usize = 64 * 1024;
+
+/// Which listener a connection came from: each has its own budget.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Transport {
+    Unix,
+    Vsock,
+}
 
 pub enum Stream {
     Unix(mio::net::UnixStream),
@@ -48,8 +66,16 @@ pub struct Conn {
     pub stream: Stream,
     /// The peer and its role, fixed at accept.
     pub who: Who,
+    /// Bytes read; those before `in_head` are consumed.
     inbuf: Vec<u8>,
+    in_head: usize,
+    /// How far into the next request the scanner has looked.
+    scan: Scan,
+    /// The input length at the last syntax check of an incomplete request.
+    checked: usize,
+    /// Queued output; the bytes before `out_head` are written.
     outbuf: Vec<u8>,
+    out_head: usize,
     /// The peer half-closed or reset: no more requests will come.
     pub read_closed: bool,
     /// Close once the output is flushed.
@@ -64,7 +90,20 @@ pub struct Conn {
     /// of `FOLLOW_LIMIT`, so a follower taking in a large backlog is not
     /// taken for one that stopped reading. Shrinks as the queue drains.
     follow_allowance: usize,
+    /// The last complete request, or output taken (or first queued): what
+    /// the idle timeout and eviction go by.
     pub last_activity: Instant,
+    /// When the first byte of a still incomplete request was seen.
+    partial_since: Option<Instant>,
+    /// The loop turn in which this connection was last served an expensive
+    /// request (kept by `Clients`).
+    pub heavy_turn: Option<u64>,
+    /// A request read but not yet served: an expensive one waiting for its
+    /// turn, and `ticket` its place in the line.
+    pub pending: Option<Request>,
+    pub ticket: Option<u64>,
+    /// This connection's memory as `Clients` last counted it.
+    pub counted: usize,
 }
 
 /// What the connection's buffered input yields next.
@@ -78,13 +117,70 @@ pub enum Next {
     Incomplete,
 }
 
+/// Finds where the first JSON value of the input ends, remembering how far
+/// it got, so a request arriving in pieces is looked at once per byte, not
+/// parsed again from its start after every read. It only finds the end
+/// (strings, escapes, nesting); serde checks the value. A bare number or
+/// literal at the top level ends at the first byte that cannot be part of
+/// it (or at the end of input).
+#[derive(Default)]
+struct Scan {
+    /// Bytes of the value looked at.
+    len: usize,
+    depth: usize,
+    in_string: bool,
+    escaped: bool,
+    scalar: bool,
+}
+
+impl Scan {
+    /// Go on over `value` (the input from the value's first byte, which is
+    /// not whitespace): the value's length once it is complete.
+    fn feed(&mut self, value: &[u8]) -> Option<usize> {
+        for &b in value.get(self.len..).unwrap_or_default() {
+            if self.scalar && (b.is_ascii_whitespace() || b"{}[],:\"".contains(&b)) {
+                return Some(self.len);
+            }
+            self.len += 1;
+            if self.in_string {
+                if self.escaped {
+                    self.escaped = false;
+                } else if b == b'\\' {
+                    self.escaped = true;
+                } else if b == b'"' {
+                    self.in_string = false;
+                    if self.depth == 0 {
+                        return Some(self.len);
+                    }
+                }
+            } else if !self.scalar {
+                match b {
+                    b'"' => self.in_string = true,
+                    b'{' | b'[' => self.depth += 1,
+                    // A stray closing bracket ends the value too (serde
+                    // then says what is wrong with it).
+                    b'}' | b']' if self.depth <= 1 => return Some(self.len),
+                    b'}' | b']' => self.depth -= 1,
+                    _ if self.depth == 0 => self.scalar = true,
+                    _ => {}
+                }
+            }
+        }
+        None
+    }
+}
+
 impl Conn {
     pub fn new(stream: Stream, who: Who, now: Instant) -> Self {
         Conn {
             stream,
             who,
             inbuf: Vec::new(),
+            in_head: 0,
+            scan: Scan::default(),
+            checked: 0,
             outbuf: Vec::new(),
+            out_head: 0,
             read_closed: false,
             close_after_flush: false,
             broken: false,
@@ -92,13 +188,29 @@ impl Conn {
             following: false,
             follow_allowance: 0,
             last_activity: now,
+            partial_since: None,
+            heavy_turn: None,
+            pending: None,
+            ticket: None,
+            counted: 0,
+        }
+    }
+
+    pub fn transport(&self) -> Transport {
+        match self.stream {
+            Stream::Unix(_) => Transport::Unix,
+            Stream::Vsock(_) => Transport::Vsock,
         }
     }
 
     /// Read everything available (edge-triggered: until WouldBlock), but
     /// never hold more than one over-limit request.
     /// Returns whether anything was read.
-    pub fn fill(&mut self, now: Instant) -> bool {
+    pub fn fill(&mut self) -> bool {
+        if self.in_head > 0 {
+            self.inbuf.drain(..self.in_head.min(self.inbuf.len()));
+            self.in_head = 0;
+        }
         let mut got = false;
         let mut buf = [0u8; 16 * 1024];
         while !self.read_closed && self.inbuf.len() <= MAX_REQUEST_BYTES {
@@ -106,7 +218,6 @@ impl Conn {
                 Ok(0) => self.read_closed = true,
                 Ok(n) => {
                     got = true;
-                    self.last_activity = now;
                     self.inbuf
                         .extend_from_slice(buf.get(..n).unwrap_or_default());
                 }
@@ -118,80 +229,130 @@ impl Conn {
         got
     }
 
-    /// Parse the next request out of the input buffer.
-    pub fn next(&mut self) -> Next {
-        let start = self
-            .inbuf
-            .iter()
-            .position(|b| !b.is_ascii_whitespace())
-            .unwrap_or(self.inbuf.len());
-        self.inbuf.drain(..start);
-        if self.inbuf.is_empty() {
-            return Next::Incomplete;
-        }
-        let mut it =
-            serde_json::Deserializer::from_slice(&self.inbuf).into_iter::<serde_json::Value>();
-        match it.next() {
-            Some(Ok(value)) => {
-                let used = it.byte_offset();
-                self.inbuf.drain(..used.min(self.inbuf.len()));
-                // Complete but too large (it arrived in one read burst).
-                if used > MAX_REQUEST_BYTES {
-                    self.inbuf.clear();
-                    return Next::Fatal(format!(
-                        "request too large: over {MAX_REQUEST_BYTES} bytes"
-                    ));
-                }
-                match serde_json::from_value::<Request>(value) {
-                    Ok(r) => Next::Request(r),
-                    Err(e) => Next::Invalid(format!("invalid request: {e}")),
-                }
+    fn input(&self) -> &[u8] {
+        self.inbuf.get(self.in_head..).unwrap_or_default()
+    }
+
+    /// Consume `n` bytes of input; the next value starts after them.
+    fn consume(&mut self, n: usize) {
+        self.in_head = self.in_head.saturating_add(n).min(self.inbuf.len());
+        self.scan = Scan::default();
+        self.checked = 0;
+        if self.in_head == self.inbuf.len() {
+            self.inbuf.clear();
+            self.in_head = 0;
+            if self.inbuf.capacity() > KEEP_CAPACITY {
+                self.inbuf = Vec::new();
             }
-            Some(Err(e)) if e.is_eof() => {
-                if self.inbuf.len() > MAX_REQUEST_BYTES {
-                    self.inbuf.clear();
-                    Next::Fatal(format!("request too large: over {MAX_REQUEST_BYTES} bytes"))
-                } else if self.read_closed {
-                    self.inbuf.clear();
-                    Next::Fatal(format!("invalid request: {e}"))
-                } else {
-                    Next::Incomplete
-                }
-            }
-            Some(Err(e)) => {
-                self.inbuf.clear();
-                Next::Fatal(format!("invalid request: {e}"))
-            }
-            None => Next::Incomplete,
         }
     }
 
-    /// Queue a response line.
-    pub fn send(&mut self, r: &Response) {
-        match serde_json::to_vec(r) {
-            Ok(mut v) => {
-                v.push(b'\n');
-                self.outbuf.extend_from_slice(&v);
+    fn discard_input(&mut self) {
+        self.consume(self.input().len());
+        self.partial_since = None;
+    }
+
+    fn fatal(&mut self, msg: String) -> Next {
+        self.discard_input();
+        Next::Fatal(msg)
+    }
+
+    /// Parse the next request out of the input buffer.
+    pub fn next(&mut self, now: Instant) -> Next {
+        if self.scan.len == 0 {
+            let blank = self
+                .input()
+                .iter()
+                .take_while(|b| b.is_ascii_whitespace())
+                .count();
+            self.consume(blank);
+        }
+        let rest = self.inbuf.get(self.in_head..).unwrap_or_default();
+        if rest.is_empty() {
+            self.partial_since = None;
+            return Next::Incomplete;
+        }
+        let end = match self.scan.feed(rest) {
+            Some(end) => end,
+            None if rest.len() > MAX_REQUEST_BYTES => {
+                return self.fatal(format!("request too large: over {MAX_REQUEST_BYTES} bytes"))
             }
+            None if self.read_closed => rest.len(),
+            None => {
+                // Garbage is answered at once, not when it reaches the
+                // size limit: check the syntax so far each time the
+                // input has doubled (linear in all).
+                if rest.len() >= self.checked.saturating_mul(2).max(1) {
+                    self.checked = rest.len();
+                    let mut it = serde_json::Deserializer::from_slice(rest)
+                        .into_iter::<serde::de::IgnoredAny>();
+                    if let Some(Err(e)) = it.next() {
+                        if !e.is_eof() {
+                            return self.fatal(format!("invalid request: {e}"));
+                        }
+                    }
+                }
+                self.partial_since.get_or_insert(now);
+                return Next::Incomplete;
+            }
+        };
+        // Complete but too large (it arrived in one read burst).
+        if end > MAX_REQUEST_BYTES {
+            return self.fatal(format!("request too large: over {MAX_REQUEST_BYTES} bytes"));
+        }
+        let parsed =
+            serde_json::from_slice::<serde_json::Value>(rest.get(..end).unwrap_or_default());
+        self.consume(end);
+        self.partial_since = None;
+        self.last_activity = now;
+        match parsed {
+            Ok(value) => match serde_json::from_value::<Request>(value) {
+                Ok(r) => Next::Request(r),
+                Err(e) => Next::Invalid(format!("invalid request: {e}")),
+            },
+            Err(e) => self.fatal(format!("invalid request: {e}")),
+        }
+    }
+
+    /// Queue a response line (encoded straight into the queue).
+    pub fn send(&mut self, r: &Response, now: Instant) {
+        if self.queued() == 0 {
+            // The time to take this output starts now.
+            self.last_activity = now;
+            self.outbuf.clear();
+            self.out_head = 0;
+        } else if self.out_head > self.outbuf.len() / 2 {
+            self.outbuf.drain(..self.out_head);
+            self.out_head = 0;
+        }
+        let start = self.outbuf.len();
+        match serde_json::to_writer(&mut self.outbuf, r) {
+            Ok(()) => self.outbuf.push(b'\n'),
             Err(e) => {
+                self.outbuf.truncate(start);
                 let msg =
                     format!("{{\"Error\":{{\"message\":\"cannot encode response: {e}\"}}}}\n");
                 self.outbuf.extend_from_slice(msg.as_bytes());
             }
         }
+        // A big answer: give back what growing by doubling left unused.
+        if self.outbuf.len() - start > KEEP_CAPACITY {
+            self.outbuf.shrink_to_fit();
+        }
     }
 
     /// Write what the socket takes now.
     pub fn flush(&mut self, now: Instant) {
-        while !self.outbuf.is_empty() {
-            match self.stream.write(&self.outbuf) {
+        while self.queued() > 0 {
+            let out = self.outbuf.get(self.out_head..).unwrap_or_default();
+            match self.stream.write(out) {
                 Ok(0) => {
                     self.broken = true;
                     return;
                 }
                 Ok(n) => {
                     self.last_activity = now;
-                    self.outbuf.drain(..n.min(self.outbuf.len()));
+                    self.out_head = self.out_head.saturating_add(n).min(self.outbuf.len());
                 }
                 Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
                 Err(e) if e.kind() == io::ErrorKind::WouldBlock => return,
@@ -201,26 +362,41 @@ impl Conn {
                 }
             }
         }
+        self.outbuf.clear();
+        self.out_head = 0;
+        if self.outbuf.capacity() > KEEP_CAPACITY {
+            self.outbuf = Vec::new();
+        }
     }
 
     /// Become a follower, after `first` (the last lines).
-    pub fn start_follow(&mut self, first: &Response) {
-        self.send(first);
+    pub fn start_follow(&mut self, first: &Response, now: Instant) {
+        self.send(first, now);
         self.following = true;
         self.follow_allowance = self.queued();
     }
 
     /// Queue new lines for a follower; drop a follower that stopped reading.
-    pub fn send_follow(&mut self, r: &Response) {
+    pub fn send_follow(&mut self, r: &Response, now: Instant) {
         self.follow_allowance = self.follow_allowance.min(self.queued());
-        self.send(r);
+        self.send(r, now);
         if self.queued() > FOLLOW_LIMIT.saturating_add(self.follow_allowance) {
             self.broken = true;
         }
     }
 
     pub fn queued(&self) -> usize {
-        self.outbuf.len()
+        self.outbuf.len().saturating_sub(self.out_head)
+    }
+
+    /// Bytes this connection holds in its buffers.
+    pub fn memory(&self) -> usize {
+        self.inbuf.capacity().saturating_add(self.outbuf.capacity())
+    }
+
+    /// A request, or input other than whitespace, waits.
+    pub fn has_input(&self) -> bool {
+        self.pending.is_some() || !self.input().iter().all(u8::is_ascii_whitespace)
     }
 
     /// Should the supervisor read and answer more requests now?
@@ -231,16 +407,86 @@ impl Conn {
     /// Finished: drop the connection.
     pub fn done(&self) -> bool {
         self.broken
-            || (self.close_after_flush && self.outbuf.is_empty())
+            || (self.close_after_flush && self.queued() == 0)
             || (self.read_closed
                 && !self.busy
                 && !self.following
-                && self.outbuf.is_empty()
-                && self.inbuf.iter().all(u8::is_ascii_whitespace))
+                && self.queued() == 0
+                && !self.has_input())
     }
 
-    /// When the idle timeout drops this connection, if it may.
-    pub fn idle_deadline(&self) -> Option<Instant> {
-        (!self.busy && !self.following).then(|| self.last_activity + IDLE_TIMEOUT)
+    /// When this connection times out, if it may: the idle timeout (no
+    /// request, no output taken), or the request timeout.
+    pub fn deadline(&self) -> Option<Instant> {
+        let waiting = self.queued() == 0 && (self.busy || self.following);
+        let idle = (!waiting).then(|| self.last_activity + IDLE_TIMEOUT);
+        let request = self
+            .partial_since
+            .filter(|_| self.wants_requests())
+            .map(|t| t + REQUEST_TIMEOUT);
+        idle.into_iter().chain(request).min()
+    }
+
+    /// The deadline has passed: an incomplete request is answered with an
+    /// error and the connection closed; an idle connection is dropped.
+    pub fn expire(&mut self, now: Instant) {
+        let late_request = self
+            .partial_since
+            .is_some_and(|t| t + REQUEST_TIMEOUT <= now && self.wants_requests());
+        if late_request {
+            let msg = format!(
+                "request not complete within {} s of its first byte",
+                REQUEST_TIMEOUT.as_secs()
+            );
+            self.discard_input();
+            self.send(&Response::err(msg), now);
+            self.close_after_flush = true;
+        } else {
+            self.broken = true;
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::Scan;
+
+    fn end(input: &[u8]) -> Option<usize> {
+        Scan::default().feed(input)
+    }
+
+    #[test]
+    fn finds_the_end_of_each_kind_of_value() {
+        assert_eq!(end(b"\"Ping\" rest"), Some(6));
+        assert_eq!(end(br#"{"a":{"b":"}"}} x"#), Some(15));
+        assert_eq!(end(br#"["\"]", [1]] x"#), Some(12));
+        assert_eq!(end(br#""a\\" x"#), Some(5));
+        assert_eq!(end(b"42 x"), Some(2));
+        assert_eq!(end(b"true{"), Some(4));
+        assert_eq!(end(b"}"), Some(1));
+        assert_eq!(end(br#"{"a":"#), None);
+        assert_eq!(end(b"42"), None);
+        assert_eq!(end(br#""\""#), None);
+    }
+
+    #[test]
+    fn pieces_give_the_same_end_as_the_whole() {
+        let whole = br#"{"ServiceLogs":{"name":"a\"}b","lines":5}}  "Ping""#;
+        let want = end(whole);
+        for cut in 1..whole.len() {
+            let mut s = Scan::default();
+            let mut got = None;
+            for upto in [cut, whole.len()] {
+                got = s.feed(&whole[..upto]);
+                if got.is_some() {
+                    break;
+                }
+            }
+            assert_eq!(got, want, "cut at {cut}");
+        }
+        // Agrees with serde on where the value ends.
+        let mut it = serde_json::Deserializer::from_slice(whole).into_iter::<serde_json::Value>();
+        it.next().unwrap().unwrap();
+        assert_eq!(want, Some(it.byte_offset()));
     }
 }

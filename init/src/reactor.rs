@@ -101,6 +101,7 @@ impl Reactor {
                 }
                 continue;
             }
+            self.clients.new_turn();
             let mut tokens: Vec<Token> = events.iter().map(|e| e.token()).collect();
             tokens.extend(std::mem::take(&mut self.backlog));
             for t in tokens {
@@ -130,7 +131,10 @@ impl Reactor {
                 self.sup.on_timer();
                 self.clients.on_timer(reg, &mut self.sup, now);
             }
-            UNIX_LISTENER | VSOCK_LISTENER => self.clients.accept(reg, t, now),
+            UNIX_LISTENER | VSOCK_LISTENER => {
+                self.clients.accept(reg, t, &mut self.sup, now);
+                self.backlog.extend(self.clients.take_again());
+            }
             Token(n) if n >= SVC_BASE => {
                 if let Some(cid) = Clients::is_conn(t) {
                     if self.clients.on_conn(reg, cid, &mut self.sup, now) {

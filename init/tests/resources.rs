@@ -114,12 +114,12 @@ fn a_client_is_answered_when_init_is_out_of_fds() {
         init.stderr_text()
     );
     // Still exhausted: a ping is answered all the same.
+    // (Answered either way: told it is out of fds, or served, when an fd
+    // came free in between, say from init.log being reopened.)
     let r = try_request(&init.socket, r#""Ping""#);
-    assert_eq!(
-        r.as_ref().and_then(|r| r["Error"]["message"].as_str()),
-        Some(OUT_OF_FDS),
-        "{r:?}"
-    );
+    let told = r.as_ref().and_then(|r| r["Error"]["message"].as_str()) == Some(OUT_OF_FDS);
+    let served = r.as_ref() == Some(&Value::from("Pong"));
+    assert!(told || served, "{r:?}");
     // initctl says so too (init may close before initctl has written).
     for _ in 0..5 {
         let out = init.initctl(&["ping"]);

@@ -121,6 +121,8 @@ pub struct Supervisor<O: Os> {
     held: Vec<Held>,
     /// Followers: which service each streaming client follows.
     followers: BTreeMap<ClientId, usize>,
+    /// Clients waiting for the reload at the end of this turn.
+    reload_waiters: Vec<ClientId>,
     out: Vec<Out>,
     ending: Option<Ending>,
     started_at: Instant,
@@ -144,6 +146,7 @@ impl<O: Os> Supervisor<O> {
             stops_queued: false,
             held: Vec::new(),
             followers: BTreeMap::new(),
+            reload_waiters: Vec::new(),
             out: Vec::new(),
             ending: None,
             started_at,
@@ -264,6 +267,7 @@ impl<O: Os> Supervisor<O> {
     pub fn client_gone(&mut self, client: ClientId) {
         self.held.retain(|h| h.client != client);
         self.followers.remove(&client);
+        self.reload_waiters.retain(|c| *c != client);
     }
 
     /// The earliest deadline: a machine's, or a held answer's.
@@ -280,10 +284,12 @@ impl<O: Os> Supervisor<O> {
         !self.queue.is_empty()
     }
 
-    /// End of a loop turn: finish the work, answer held requests that are
-    /// decided, forget removed services that are down.
+    /// End of a loop turn: finish the work, reload once for all who asked,
+    /// answer held requests that are decided, forget removed services that
+    /// are down.
     pub fn tick(&mut self) {
         self.drain();
+        self.answer_reloads();
         self.answer_held();
         self.forget_removed();
     }

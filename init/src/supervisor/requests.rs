@@ -19,8 +19,9 @@ pub const REPLY_WAIT: Duration = Duration::from_secs(4);
 /// A restarted process must live this long before the restart is reported
 /// as done: one that dies at once makes the restart fail.
 pub const RESTART_GRACE: Duration = Duration::from_millis(100);
-/// The largest `ServiceLogs` answer, in bytes of log text.
-const MAX_LOGS_RESPONSE: usize = 4 * 1024 * 1024;
+/// The largest `ServiceLogs` answer: bytes of the whole answer line as
+/// sent, JSON escapes included.
+pub const MAX_LOGS_RESPONSE: usize = 4 * 1024 * 1024;
 
 /// What a request means for its connection.
 #[derive(Debug, PartialEq)]
@@ -160,10 +161,15 @@ impl<O: Os> Supervisor<O> {
                 }),
                 None => unknown(),
             },
-            Request::SystemReload => now(match self.ending {
-                Some(_) => Response::err("system is shutting down"),
-                None => Response::ok(self.reload()),
-            }),
+            // Answered at the end of the turn: every reload asked by then
+            // is served by one (`answer_reloads`).
+            Request::SystemReload => match self.ending {
+                Some(_) => now(Response::err("system is shutting down")),
+                None => {
+                    self.reload_waiters.push(client);
+                    Reply::Later
+                }
+            },
             Request::SystemShutdown => {
                 self.begin_ending(Ending::PowerOff);
                 now(Response::ok("System is shutting down"))
@@ -230,6 +236,9 @@ impl<O: Os> Supervisor<O> {
         })
     }
 
+    /// The last lines of a service's log, as many of the newest as fit in
+    /// `MAX_LOGS_RESPONSE` once encoded (counted before the answer is
+    /// built); when lines are left out, a last line says so.
     fn tail(&self, id: usize, lines: usize) -> Vec<String> {
         let Some(s) = self.table.get(id) else {
             return Vec::new();
@@ -238,19 +247,41 @@ impl<O: Os> Supervisor<O> {
             .out
             .log
             .tail(&self.logset, lines.min(shared::MAX_LOG_LINES));
-        // Keep the answer bounded: drop the oldest lines past the cap.
-        let mut size = 0;
+        // `{"ServiceLogs":{"logs":[...]}}` and a newline, the note, and a
+        // comma after each line.
+        let budget = MAX_LOGS_RESPONSE - 30 - 200;
+        let mut size = 0usize;
         let keep = logs
             .iter()
             .rev()
             .take_while(|l| {
-                size += l.len() + 4;
-                size <= MAX_LOGS_RESPONSE
+                size = size.saturating_add(json_len(l) + 1);
+                size <= budget
             })
             .count();
         let skip = logs.len() - keep;
-        logs.drain(..skip);
+        if skip > 0 {
+            logs.drain(..skip);
+            logs.push(format!(
+                "[init] only the newest {keep} lines fit in the answer ({} MiB answer size limit); older lines not shown",
+                MAX_LOGS_RESPONSE >> 20
+            ));
+        }
         logs
+    }
+
+    /// End of a turn: one reload for every client that asked for one.
+    pub(super) fn answer_reloads(&mut self) {
+        if self.reload_waiters.is_empty() {
+            return;
+        }
+        let r = match self.ending {
+            Some(_) => Response::err("system is shutting down"),
+            None => Response::ok(self.reload()),
+        };
+        for client in std::mem::take(&mut self.reload_waiters) {
+            self.out.push(Out::Answer(client, r.clone()));
+        }
     }
 
     fn start_request(&mut self, id: usize, name: &str) -> Response {
@@ -790,4 +821,39 @@ fn file_name(p: &Path) -> String {
     p.file_name()
         .map(|f| f.to_string_lossy().into_owned())
         .unwrap_or_default()
+}
+
+/// Bytes `s` takes as a JSON string, quotes included, as serde_json writes
+/// it: `"`, `\` and the control characters with a short escape take 2,
+/// other control characters 6 (`\u0001`).
+fn json_len(s: &str) -> usize {
+    s.bytes()
+        .map(|b| match b {
+            b'"' | b'\\' | b'\n' | b'\r' | b'\t' | 0x08 | 0x0c => 2,
+            0..=0x1f => 6,
+            _ => 1,
+        })
+        .sum::<usize>()
+        + 2
+}
+
+#[cfg(test)]
+mod json_len_tests {
+    #[test]
+    fn counts_what_serde_writes() {
+        let mut all: String = (0u8..128).map(char::from).collect();
+        all.push_str("é€😀");
+        for c in all.chars() {
+            let s = format!("a{c}b");
+            assert_eq!(
+                super::json_len(&s),
+                serde_json::to_string(&s).unwrap().len(),
+                "{c:?}"
+            );
+        }
+        assert_eq!(
+            super::json_len(&all),
+            serde_json::to_string(&all).unwrap().len()
+        );
+    }
 }

@@ -157,6 +157,16 @@ impl Os for FakeOs {
 
 // ----- the rig ---------------------------------------------------------------
 
+/// A local root client.
+const ROOT: crate::access::Who = crate::access::Who {
+    peer: crate::access::Peer::Unix {
+        uid: 0,
+        gid: 0,
+        pid: 1,
+    },
+    role: crate::access::Role::Full,
+};
+
 static DIRS: AtomicU32 = AtomicU32::new(0);
 
 struct Rig {
@@ -267,15 +277,7 @@ impl Rig {
     fn send(&mut self, req: Request) -> (ClientId, Reply) {
         let c = self.next_client;
         self.next_client += 1;
-        let root = crate::access::Who {
-            peer: crate::access::Peer::Unix {
-                uid: 0,
-                gid: 0,
-                pid: 1,
-            },
-            role: crate::access::Role::Full,
-        };
-        let r = self.sup.request(c, &root, req);
+        let r = self.sup.request(c, &ROOT, req);
         self.tick();
         (c, r)
     }
@@ -660,9 +662,9 @@ fn reload_adds_removes_and_changes() {
     std::fs::write(dir.join("edit.service"), "ExecStart = \"run edit --new\"\n").unwrap();
     std::fs::write(dir.join("new.service"), "ExecStart = \"run new\"\n").unwrap();
     std::fs::write(dir.join("bad.service"), "ExecStart = [\n").unwrap();
-    let (_, reply) = r.send(Request::SystemReload);
-    let Reply::Now(resp) = reply else { panic!() };
-    let msg = ok_text(&resp).to_string();
+    let (c, reply) = r.send(Request::SystemReload);
+    assert_eq!(reply, Reply::Later, "answered at the end of the turn");
+    let msg = ok_text(r.answer(c).unwrap()).to_string();
     assert!(
         msg.starts_with("Reloaded: added bad, new; removed gone; changed edit"),
         "{msg}"
@@ -679,6 +681,29 @@ fn reload_adds_removes_and_changes() {
     r.send(Request::SystemReload);
     assert_eq!(r.state("bad"), "running");
     r.no_violations();
+}
+
+/// Reloads asked in the same turn are one reload: each asker gets its
+/// answer (the same one); one that left first gets none.
+#[test]
+fn reloads_in_one_turn_are_coalesced() {
+    let mut r = rig(&[svc("keep", "")]);
+    let dir = r.dir.join("services");
+    std::fs::write(dir.join("new.service"), "ExecStart = \"run new\"\n").unwrap();
+    for c in [10, 11, 12] {
+        assert_eq!(r.sup.request(c, &ROOT, Request::SystemReload), Reply::Later);
+    }
+    r.sup.client_gone(12);
+    r.tick();
+    let a = ok_text(r.answer(10).unwrap()).to_string();
+    // Had it reloaded twice, the second would have added nothing.
+    assert!(a.starts_with("Reloaded: added new;"), "{a}");
+    assert_eq!(r.answer(11), r.answer(10));
+    assert_eq!(r.answer(12), None);
+    assert_eq!(r.state("new"), "running");
+    // A later turn reloads again.
+    let (c, _) = r.send(Request::SystemReload);
+    assert!(ok_text(r.answer(c).unwrap()).starts_with("Reloaded: added none;"));
 }
 
 impl Rig {
