@@ -21,6 +21,7 @@
 mod boot;
 #[macro_use]
 mod console;
+mod cgroup;
 mod check;
 mod clients;
 mod config;

@@ -1,12 +1,13 @@
 //! Starting a service's process: argv, environment, working directory, its
-//! own session, a clean signal state, stdin from /dev/null and stdout/stderr
-//! as non-blocking pipes for init to read.
+//! own session, a clean signal state, its cgroup (joined before exec, so
+//! nothing it runs starts outside it), stdin from /dev/null and
+//! stdout/stderr as non-blocking pipes for init to read.
 
 use crate::unit::ServiceDef;
 use nix::unistd::Pid;
 use std::collections::BTreeMap;
-use std::ffi::OsString;
-use std::os::fd::OwnedFd;
+use std::ffi::{CString, OsString};
+use std::os::fd::{AsRawFd, OwnedFd};
 use std::os::unix::process::CommandExt;
 use std::process::{Command, Stdio};
 
@@ -39,7 +40,13 @@ pub fn service_path(def: &ServiceDef, global_env: &BTreeMap<String, String>) -> 
 
 /// Environment: init's own, then init.yaml's `environment`, then the
 /// service's `Environment` (later wins); PATH as `service_path` says.
-pub fn spawn(def: &ServiceDef, global_env: &BTreeMap<String, String>) -> Result<Spawned, String> {
+/// `cgroup`: the cgroup.procs file the child joins before exec; a child
+/// that cannot join does not run, and the error says so.
+pub fn spawn(
+    def: &ServiceDef,
+    global_env: &BTreeMap<String, String>,
+    cgroup: Option<CString>,
+) -> Result<Spawned, String> {
     let Some((program, args)) = def.argv.split_first() else {
         return Err("empty ExecStart".into());
     };
@@ -62,16 +69,42 @@ pub fn spawn(def: &ServiceDef, global_env: &BTreeMap<String, String>) -> Result<
     unsafe {
         cmd.pre_exec(crate::sys::child_reset);
     }
-    let mut child = cmd
-        .spawn()
-        .map_err(|e| format!("cannot execute {program}: {e}"))?;
+    // std passes on only the errno of a failed pre_exec: a failure to join
+    // the cgroup is also written to this close-on-exec pipe, to tell it
+    // from a failed exec.
+    let report = match cgroup {
+        Some(procs) => {
+            use nix::fcntl::OFlag;
+            let (r, w) = nix::unistd::pipe2(OFlag::O_CLOEXEC | OFlag::O_NONBLOCK)
+                .map_err(|e| format!("pipe: {e}"))?;
+            let wfd = w.as_raw_fd();
+            let path = procs.clone();
+            // SAFETY: cgroup::join only makes async-signal-safe syscalls.
+            unsafe {
+                cmd.pre_exec(move || crate::cgroup::join(&path, wfd));
+            }
+            Some((procs, r, w))
+        }
+        None => None,
+    };
+    let spawned = cmd.spawn();
+    if let Some((procs, r, w)) = report {
+        drop(w);
+        let mut errno = [0u8; 4];
+        if spawned.is_err() && nix::unistd::read(&r, &mut errno) == Ok(4) {
+            let e = std::io::Error::from_raw_os_error(i32::from_ne_bytes(errno));
+            let procs = procs.to_string_lossy();
+            let dir = procs.trim_end_matches("/cgroup.procs");
+            return Err(format!("cannot join cgroup {dir}: {e}"));
+        }
+    }
+    let mut child = spawned.map_err(|e| format!("cannot execute {program}: {e}"))?;
     let pid = Pid::from_raw(child.id() as i32);
     let (Some(out), Some(err)) = (child.stdout.take(), child.stderr.take()) else {
         return Err("no output pipes".into());
     };
     let (stdout, stderr): (OwnedFd, OwnedFd) = (out.into(), err.into());
     for fd in [&stdout, &stderr] {
-        use std::os::fd::AsRawFd;
         let _ = crate::sys::set_nonblocking(fd.as_raw_fd());
         crate::sys::set_pipe_size(fd.as_raw_fd(), PIPE_SIZE);
     }
@@ -80,4 +113,29 @@ pub fn spawn(def: &ServiceDef, global_env: &BTreeMap<String, String>) -> Result<
         stdout,
         stderr,
     })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn def(exec: &str) -> ServiceDef {
+        crate::unit::parse(&format!("ExecStart = \"{exec}\""))
+            .unwrap()
+            .0
+    }
+
+    #[test]
+    fn a_child_that_cannot_join_its_cgroup_does_not_run_and_says_why() {
+        let procs = CString::new("/nonexistent-cgroup/x.service/cgroup.procs").unwrap();
+        let e = spawn(&def("/bin/true"), &BTreeMap::new(), Some(procs)).err();
+        assert_eq!(
+            e.as_deref(),
+            Some("cannot join cgroup /nonexistent-cgroup/x.service: No such file or directory (os error 2)")
+        );
+        // A failed exec is still told apart from it.
+        let procs = CString::new("/dev/null").unwrap();
+        let e = spawn(&def("/nonexistent-program"), &BTreeMap::new(), Some(procs)).err();
+        assert!(e.is_some_and(|e| e.starts_with("cannot execute /nonexistent-program")));
+    }
 }

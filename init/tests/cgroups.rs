@@ -46,7 +46,10 @@ fn copies(tag: &str) -> Vec<i32> {
 /// group and session (`setsid sleep <escaper>`) and one that stays
 /// (`sleep <stayer>`): three processes.
 fn escaping(escaper: &str, stayer: &str, extra: &str) -> String {
-    svc(&sh(&format!("setsid sleep {escaper} & sleep {stayer}")), extra)
+    svc(
+        &sh(&format!("setsid sleep {escaper} & sleep {stayer}")),
+        extra,
+    )
 }
 
 fn env(pairs: &[(&str, &str)]) -> Opts {
@@ -63,7 +66,8 @@ fn env(pairs: &[(&str, &str)]) -> Opts {
 fn cgroup_of(init: &Init, name: &str) -> PathBuf {
     let st = init.status(name);
     assert_eq!(
-        st["containment"], "cgroup",
+        st["containment"],
+        "cgroup",
         "no cgroup containment as root: {st}\n{}",
         init.stderr_text()
     );
@@ -252,7 +256,10 @@ fn without_cgroups_status_says_process_group_and_the_escape_is_seen_needs_root()
     wait_full_run(&init, "esc", None, &a);
     let st = init.status("esc");
     assert_eq!(st["containment"], "process group", "{st}");
-    assert!(st["cgroup"].is_null() && st["cgroup_procs"].is_null(), "{st}");
+    assert!(
+        st["cgroup"].is_null() && st["cgroup_procs"].is_null(),
+        "{st}"
+    );
     assert!(init.stop_service("esc").get("Success").is_some());
     assert!(wait_for(|| copies(&b).is_empty(), TIMEOUT));
     let left = copies(&a);
@@ -261,5 +268,8 @@ fn without_cgroups_status_says_process_group_and_the_escape_is_seen_needs_root()
     }
     assert_eq!(left.len(), 1, "the escaped child should have survived");
     let text = String::from_utf8_lossy(&init.initctl(&["status", "esc"]).stdout).to_string();
-    assert!(text.contains("  CGroup: none (process group only)\n"), "{text}");
+    assert!(
+        text.contains("  CGroup: none (process group only)\n"),
+        "{text}"
+    );
 }

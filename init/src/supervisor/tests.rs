@@ -72,7 +72,12 @@ impl Os for FakeOs {
     fn now(&self) -> Instant {
         self.t.unwrap_or_else(Instant::now)
     }
-    fn spawn(&mut self, def: &ServiceDef, _: &BTreeMap<String, String>) -> Result<Spawned, String> {
+    fn spawn(
+        &mut self,
+        _: &str,
+        def: &ServiceDef,
+        _: &BTreeMap<String, String>,
+    ) -> Result<Spawned, String> {
         if self.fail_exec.contains(&def.exec_start) {
             return Err(format!("cannot execute {}: No such file", def.exec_start));
         }
