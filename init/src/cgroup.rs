@@ -11,13 +11,15 @@
 //! The mount is the `cgroup2` entry of /proc/self/mountinfo
 //! (/sys/fs/cgroup/unified on a hybrid layout, /sys/fs/cgroup on a unified
 //! one); init's cgroup is the `0::` line of /proc/self/cgroup. The tree is
-//! made with the first free name, so inits sharing a cgroup (tests, PID 1s
-//! of sibling PID namespaces) each get their own. init itself stays where
-//! it was started: no controller is enabled in the tree, so cgroup2's "no
-//! internal processes" rule does not come into it.
+//! made at the first start (an init that starts nothing leaves nothing
+//! behind, even when killed) with the first free name, so inits sharing a
+//! cgroup (tests, PID 1s of sibling PID namespaces) each get their own.
+//! init itself stays where it was started: no controller is enabled in the
+//! tree, so cgroup2's "no internal processes" rule does not come into it.
 //!
-//! Where `Tree::setup` fails (no cgroup2, no permission, read-only) init
-//! keeps containment by process group alone, and status says so.
+//! Where `Tree::find` or `Tree::create` fails (no cgroup2, no permission,
+//! read-only) init keeps containment by process group alone, and status
+//! says so.
 
 use nix::libc;
 use nix::sys::signal::{kill, Signal};
@@ -36,16 +38,19 @@ const CLEANUP_WAIT: Duration = Duration::from_secs(1);
 
 /// This init's cgroup tree.
 pub struct Tree {
-    dir: PathBuf,
+    /// init's own cgroup, where the tree goes.
+    base: PathBuf,
+    /// The tree, once created.
+    dir: Option<PathBuf>,
     /// cgroup.kill exists (Linux 5.14 and later).
     kill_file: bool,
 }
 
 impl Tree {
-    /// Find cgroup2 and init's cgroup in it, and create this init's tree.
-    /// `INIT_NO_CGROUPS` set: behave as if there were no cgroup2 (tests);
-    /// `INIT_NO_CGROUP_KILL` set: as if there were no cgroup.kill.
-    pub fn setup() -> Result<Tree, String> {
+    /// Find cgroup2 and init's cgroup in it (the tree is made later, by
+    /// `create`). `INIT_NO_CGROUPS` set: behave as if there were no cgroup2
+    /// (tests); `INIT_NO_CGROUP_KILL` set: as if there were no cgroup.kill.
+    pub fn find() -> Result<Tree, String> {
         if std::env::var_os("INIT_NO_CGROUPS").is_some() {
             return Err("INIT_NO_CGROUPS is set".into());
         }
@@ -58,6 +63,18 @@ impl Tree {
         if !base.join("cgroup.procs").exists() {
             return Err(format!("{} is not a cgroup2 directory", base.display()));
         }
+        Ok(Tree {
+            base,
+            dir: None,
+            kill_file: false,
+        })
+    }
+
+    /// Create the tree if it is not there yet: true when it was made now.
+    pub fn create(&mut self) -> Result<bool, String> {
+        if self.dir.is_some() {
+            return Ok(false);
+        }
         let pid = std::process::id();
         let mut last = String::new();
         for n in 1..=100 {
@@ -65,12 +82,13 @@ impl Tree {
                 1 => format!("init-{pid}"),
                 n => format!("init-{pid}-{n}"),
             };
-            let dir = base.join(name);
+            let dir = self.base.join(name);
             match std::fs::create_dir(&dir) {
                 Ok(()) => {
-                    let kill_file = dir.join("cgroup.kill").exists()
+                    self.kill_file = dir.join("cgroup.kill").exists()
                         && std::env::var_os("INIT_NO_CGROUP_KILL").is_none();
-                    return Ok(Tree { dir, kill_file });
+                    self.dir = Some(dir);
+                    return Ok(true);
                 }
                 Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists => {
                     last = format!("{} exists", dir.display());
@@ -81,8 +99,9 @@ impl Tree {
         Err(format!("no free name for init's cgroup: {last}"))
     }
 
-    pub fn dir(&self) -> &Path {
-        &self.dir
+    /// The tree; None before `create`.
+    pub fn dir(&self) -> Option<&Path> {
+        self.dir.as_deref()
     }
 
     pub fn has_kill(&self) -> bool {
@@ -90,16 +109,18 @@ impl Tree {
     }
 
     /// The cgroup of service `name` (a valid service name: no `/`, no `..`;
-    /// the suffix keeps it clear of cgroupfs's own file names).
-    pub fn path(&self, name: &str) -> PathBuf {
-        self.dir.join(format!("{name}.service"))
+    /// the suffix keeps it clear of cgroupfs's own file names); None
+    /// before `create`.
+    pub fn path(&self, name: &str) -> Option<PathBuf> {
+        Some(self.dir.as_ref()?.join(format!("{name}.service")))
     }
 
-    /// Before a start: create the service's cgroup if needed and kill what
-    /// is still in it (a start never runs next to a leftover). Returns the
-    /// number killed and the cgroup.procs path for the child to join.
+    /// Before a start (after `create`): create the service's cgroup if
+    /// needed and kill what is still in it (a start never runs next to a
+    /// leftover). Returns the number killed and the cgroup.procs path for
+    /// the child to join.
     pub fn prepare(&self, name: &str) -> Result<(usize, CString), String> {
-        let cg = self.path(name);
+        let cg = self.path(name).ok_or("init's cgroup tree is not created")?;
         match std::fs::create_dir(&cg) {
             Ok(()) => {}
             Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists => {}
@@ -118,23 +139,28 @@ impl Tree {
     /// SIGKILL everything in the service's cgroup. Asynchronous: the
     /// processes die soon after, never waited for here.
     pub fn kill(&self, name: &str) {
-        kill_cgroup(&self.path(name), self.kill_file);
+        if let Some(cg) = self.path(name) {
+            kill_cgroup(&cg, self.kill_file);
+        }
     }
 
     /// Processes in the service's cgroup; None when it has none yet.
     pub fn count(&self, name: &str) -> Option<usize> {
-        count(&self.path(name))
+        count(&self.path(name)?)
     }
 
     /// Remove the service's cgroup if it is empty (best effort).
     pub fn remove(&self, name: &str) {
-        let _ = std::fs::remove_dir(self.path(name));
+        if let Some(cg) = self.path(name) {
+            let _ = std::fs::remove_dir(cg);
+        }
     }
 
     /// At exit: kill what is left in every service cgroup, wait a little
     /// for them to empty, remove them and the tree.
     pub fn remove_all(&self) {
-        let subs: Vec<PathBuf> = match std::fs::read_dir(&self.dir) {
+        let Some(dir) = &self.dir else { return };
+        let subs: Vec<PathBuf> = match std::fs::read_dir(dir) {
             Ok(rd) => rd
                 .flatten()
                 .filter(|e| e.file_type().is_ok_and(|t| t.is_dir()))
@@ -159,7 +185,7 @@ impl Tree {
         for cg in &left {
             warn!("cgroup {} is not empty; left in place", cg.display());
         }
-        let _ = std::fs::remove_dir(&self.dir);
+        let _ = std::fs::remove_dir(dir);
     }
 }
 

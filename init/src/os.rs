@@ -57,12 +57,12 @@ pub struct Spawned {
 }
 
 /// How a service's processes are held together: in a cgroup of their own
-/// (its path and how many processes are in it now), or only by the process
-/// group of the main process.
+/// (its path, None until init has started anything, and how many processes
+/// are in it now), or only by the process group of the main process.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Containment {
     ProcessGroup,
-    Cgroup { path: String, procs: usize },
+    Cgroup { path: Option<String>, procs: usize },
 }
 
 /// The current process of a service. `gen` tells it apart from earlier

@@ -274,22 +274,11 @@ pub struct RealOs {
 }
 
 impl RealOs {
-    /// Sets up the cgroup tree (once, after the boot mounts); says which
-    /// containment services get.
+    /// Finds cgroup2 (once, after the boot mounts); the tree is made at
+    /// the first start.
     pub fn new(registry: mio::Registry) -> Self {
-        let cgroups = match cgroup::Tree::setup() {
-            Ok(t) => {
-                let how = if t.has_kill() {
-                    "cgroup.kill"
-                } else {
-                    "signalling cgroup.procs (no cgroup.kill)"
-                };
-                info!(
-                    "services run in cgroups under {}; stopped by {how}",
-                    t.dir().display()
-                );
-                Some(t)
-            }
+        let cgroups = match cgroup::Tree::find() {
+            Ok(t) => Some(t),
             Err(e) => {
                 info!("no cgroups for services ({e}): process groups only");
                 None
@@ -320,11 +309,32 @@ impl Os for RealOs {
         def: &ServiceDef,
         env: &BTreeMap<String, String>,
     ) -> Result<Spawned, String> {
+        match self.cgroups.as_mut().map(|t| t.create()) {
+            Some(Ok(true)) => {
+                if let Some(t) = &self.cgroups {
+                    let how = if t.has_kill() {
+                        "cgroup.kill"
+                    } else {
+                        "signalling cgroup.procs (no cgroup.kill)"
+                    };
+                    let dir = t.dir().map(|d| d.display().to_string());
+                    info!(
+                        "services run in cgroups under {}; stopped by {how}",
+                        dir.unwrap_or_default()
+                    );
+                }
+            }
+            Some(Err(e)) => {
+                info!("no cgroups for services ({e}): process groups only");
+                self.cgroups = None;
+            }
+            Some(Ok(false)) | None => {}
+        }
         let procs = match &self.cgroups {
             Some(t) => {
                 let (killed, procs) = t.prepare(name)?;
                 if killed > 0 {
-                    warn!("{name}: killed {killed} processes left in its cgroup before the start");
+                    info!("{name}: sent SIGKILL to {killed} processes still in its cgroup before the start");
                 }
                 Some(procs)
             }
@@ -372,7 +382,7 @@ impl Os for RealOs {
     fn containment(&self, name: &str) -> Containment {
         match &self.cgroups {
             Some(t) => Containment::Cgroup {
-                path: t.path(name).display().to_string(),
+                path: t.path(name).map(|p| p.display().to_string()),
                 procs: t.count(name).unwrap_or(0),
             },
             None => Containment::ProcessGroup,

@@ -44,10 +44,10 @@ fn copies(tag: &str) -> Vec<i32> {
 
 /// A service whose main process is `sh`, with a child that leaves the
 /// group and session (`setsid sleep <escaper>`) and one that stays
-/// (`sleep <stayer>`): three processes.
+/// (`sleep <stayer>`), and waits: three processes.
 fn escaping(escaper: &str, stayer: &str, extra: &str) -> String {
     svc(
-        &sh(&format!("setsid sleep {escaper} & sleep {stayer}")),
+        &sh(&format!("setsid sleep {escaper} & sleep {stayer} & wait")),
         extra,
     )
 }

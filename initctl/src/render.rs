@@ -90,7 +90,8 @@ pub fn status_block(st: &ServiceStatus) -> String {
             let es = if n == 1 { "" } else { "es" };
             line("CGroup", &format!("{cg} ({n} process{es})"));
         }
-        (None, "") => {}
+        // "cgroup" without one: init has not started anything yet.
+        (None, "" | "cgroup") => {}
         (None, how) => line("CGroup", &format!("none ({how} only)")),
     }
     // An invalid file has no command or policy to show: its reason says why.

@@ -187,11 +187,12 @@ impl<O: Os> Supervisor<O> {
         let m = s.m();
         let (containment, cgroup, cgroup_procs) = match self.os.containment(&s.name) {
             Containment::ProcessGroup => ("process group", None, None),
-            Containment::Cgroup { path, procs } => (
-                "cgroup",
-                Some(path),
-                Some(u32::try_from(procs).unwrap_or(u32::MAX)),
-            ),
+            Containment::Cgroup { path, procs } => {
+                let procs = path
+                    .as_ref()
+                    .map(|_| u32::try_from(procs).unwrap_or(u32::MAX));
+                ("cgroup", path, procs)
+            }
         };
         Some(ServiceStatus {
             name: s.name.clone(),
