@@ -149,10 +149,20 @@ impl Tree {
         count(&self.path(name)?)
     }
 
-    /// Remove the service's cgroup if it is empty (best effort).
-    pub fn remove(&self, name: &str) {
-        if let Some(cg) = self.path(name) {
-            let _ = std::fs::remove_dir(cg);
+    /// Remove the service's cgroup if it is empty: false while it still
+    /// has processes (EBUSY), true when it is gone.
+    pub fn remove(&self, name: &str) -> bool {
+        let Some(cg) = self.path(name) else {
+            return true;
+        };
+        match std::fs::remove_dir(&cg) {
+            Ok(()) => true,
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => true,
+            Err(e) if e.raw_os_error() == Some(libc::EBUSY) => false,
+            Err(e) => {
+                warn!("cannot remove cgroup {}: {e}", cg.display());
+                true
+            }
         }
     }
 

@@ -93,7 +93,7 @@ pub trait Os {
     fn containment(&self, _name: &str) -> Containment {
         Containment::ProcessGroup
     }
-    /// Service `name` is forgotten: remove its cgroup if empty.
+    /// Service `name` is forgotten: remove its cgroup once it is empty.
     fn release(&mut self, _name: &str) {}
     /// init is ending, its services are down: remove its cgroups.
     fn release_all(&mut self) {}

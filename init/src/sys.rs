@@ -17,7 +17,7 @@ use nix::sys::time::TimeSpec;
 use nix::sys::timerfd::{ClockId, Expiration, TimerFd, TimerFlags, TimerSetTimeFlags};
 use nix::sys::wait::{waitpid, WaitPidFlag, WaitStatus};
 use nix::unistd::Pid;
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, BTreeSet};
 use std::os::fd::{AsRawFd, FromRawFd, OwnedFd, RawFd};
 use std::path::Path;
 use std::time::{Duration, Instant};
@@ -271,6 +271,11 @@ pub struct RealOs {
     /// The service of each main process started in a cgroup, by pid, until
     /// it is reaped.
     contained: BTreeMap<i32, String>,
+    /// Cgroups of forgotten services still to remove: they were not empty
+    /// yet (their processes die after the kill). The last process of a
+    /// cgroup exits as init's child (everything else in it died first), so
+    /// each SIGCHLD is a moment to try again.
+    unreleased: BTreeSet<String>,
 }
 
 impl RealOs {
@@ -288,6 +293,7 @@ impl RealOs {
             registry,
             cgroups,
             contained: BTreeMap::new(),
+            unreleased: BTreeSet::new(),
         }
     }
 
@@ -345,6 +351,7 @@ impl Os for RealOs {
         // An earlier process of the service (one a reload let go on
         // stopping) must no longer reach this cgroup.
         self.contained.retain(|_, n| n != name);
+        self.unreleased.remove(name);
         if contained {
             self.contained.insert(sp.pid.as_raw(), name.to_string());
         }
@@ -372,6 +379,9 @@ impl Os for RealOs {
         has_exited(p.pid)
     }
     fn next_exited(&mut self) -> Option<Pid> {
+        if let Some(t) = &self.cgroups {
+            self.unreleased.retain(|name| !t.remove(name));
+        }
         peek_exited()
     }
     fn reap(&mut self, pid: Pid) -> Option<Exit> {
@@ -390,7 +400,9 @@ impl Os for RealOs {
     }
     fn release(&mut self, name: &str) {
         if let Some(t) = &self.cgroups {
-            t.remove(name);
+            if !t.remove(name) {
+                self.unreleased.insert(name.to_string());
+            }
         }
     }
     fn release_all(&mut self) {

@@ -273,3 +273,36 @@ fn without_cgroups_status_says_process_group_and_the_escape_is_seen_needs_root()
         "{text}"
     );
 }
+
+/// A service a reload drops is stopped whole, and its cgroup removed once
+/// its last process is gone.
+#[test]
+fn a_service_dropped_by_a_reload_loses_its_cgroup_needs_root() {
+    if !root() {
+        return;
+    }
+    let (a, b) = (tag(), tag());
+    let init = Init::start(&[
+        ("esc", &escaping(&a, &b, "")),
+        ("other", &svc("sleep 1000", "")),
+    ]);
+    wait_full_run(&init, "esc", None, &a);
+    let cg = cgroup_of(&init, "esc");
+    assert!(cg.exists());
+    std::fs::remove_file(init.service_dir.join("esc.service")).unwrap();
+    let r = init.request(r#""SystemReload""#);
+    assert!(r.get("Success").is_some(), "{r}");
+    assert!(
+        wait_for(|| copies(&a).is_empty() && copies(&b).is_empty(), TIMEOUT),
+        "left: {:?} {:?}",
+        copies(&a),
+        copies(&b)
+    );
+    assert!(
+        wait_for(|| !cg.exists(), TIMEOUT),
+        "{} still there\n{}",
+        cg.display(),
+        init.stderr_text()
+    );
+    assert!(cgroup_of(&init, "other").exists());
+}
