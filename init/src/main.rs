@@ -22,6 +22,7 @@ mod boot;
 #[macro_use]
 mod console;
 mod access;
+mod cgroup;
 mod check;
 mod clients;
 mod config;

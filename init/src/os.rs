@@ -1,7 +1,8 @@
 //! The boundary between supervision and the operating system: everything the
-//! supervisor does to processes and fds (spawn, signal a group, peek at and
-//! reap exits, watch fds on the event loop) and the clock goes through the
-//! `Os` trait. The real implementation is `sys::RealOs`; the supervisor's
+//! supervisor does to processes and fds (spawn, signal a group, kill what is
+//! left of a service, peek at and reap exits, watch fds on the event loop,
+//! report and release a service's containment) and the clock goes through
+//! the `Os` trait. The real implementation is `sys::RealOs`; the supervisor's
 //! tests drive it with a fake one and a fake clock.
 
 use crate::unit::ServiceDef;
@@ -67,6 +68,15 @@ pub enum SpawnError {
     Fault(String),
 }
 
+/// How a service's processes are held together: in a cgroup of their own
+/// (its path, None until init has started anything, and how many processes
+/// are in it now), or only by the process group of the main process.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Containment {
+    ProcessGroup,
+    Cgroup { path: Option<String>, procs: usize },
+}
+
 /// The current process of a service. `gen` tells it apart from earlier
 /// processes of the same service in tokens and events.
 pub struct Proc {
@@ -77,15 +87,28 @@ pub struct Proc {
 
 pub trait Os {
     fn now(&self) -> Instant;
+    /// Start service `name`'s process (in its cgroup, where there are
+    /// cgroups: after killing whatever an earlier run left there).
     fn spawn(
         &mut self,
+        name: &str,
         def: &ServiceDef,
         env: &BTreeMap<String, String>,
     ) -> Result<Spawned, SpawnError>;
-    /// Signal the process group of `p`, whose leader is not reaped yet.
+    /// Signal the process group of `p`, whose leader is not reaped yet;
+    /// SIGKILL also goes to its whole cgroup.
     fn signal(&mut self, p: &Proc, sig: Signal) -> Result<(), String>;
-    /// SIGKILL what is left of the group of an exited, unreaped leader.
+    /// SIGKILL what is left of an exited, unreaped leader's service: its
+    /// group, and its whole cgroup.
     fn kill_leftovers(&mut self, p: &Proc);
+    /// How service `name` is contained, for status.
+    fn containment(&self, _name: &str) -> Containment {
+        Containment::ProcessGroup
+    }
+    /// Service `name` is forgotten: remove its cgroup once it is empty.
+    fn release(&mut self, _name: &str) {}
+    /// init is ending, its services are down: remove its cgroups.
+    fn release_all(&mut self) {}
     /// Has `p` exited? Looks without reaping.
     fn exited(&mut self, p: &Proc) -> bool;
     /// Any exited child, not reaped yet.

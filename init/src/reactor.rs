@@ -221,9 +221,11 @@ impl Reactor {
         }
     }
 
-    /// After the loop: SIGKILL whatever is left (orphans too), reap, sync.
+    /// After the loop: kill what is left in the services' cgroups and remove
+    /// them, SIGKILL whatever else is left (orphans too), reap, sync.
     pub fn final_cleanup(&mut self) {
         self.clients.close();
+        self.sup.release_all();
         sys::final_cleanup();
     }
 }

@@ -1,13 +1,14 @@
 //! Starting a service's process: argv, environment, working directory, its
-//! own session, a clean signal state, stdin from /dev/null and stdout/stderr
-//! as non-blocking pipes for init to read.
+//! own session, a clean signal state, its cgroup (joined before exec, so
+//! nothing it runs starts outside it), stdin from /dev/null and
+//! stdout/stderr as non-blocking pipes for init to read.
 
 use crate::os::SpawnError;
 use crate::unit::ServiceDef;
 use nix::unistd::Pid;
 use std::collections::BTreeMap;
-use std::ffi::OsString;
-use std::os::fd::OwnedFd;
+use std::ffi::{CString, OsString};
+use std::os::fd::{AsRawFd, OwnedFd};
 use std::os::unix::process::CommandExt;
 use std::process::{Command, Stdio};
 
@@ -40,9 +41,12 @@ pub fn service_path(def: &ServiceDef, global_env: &BTreeMap<String, String>) -> 
 
 /// Environment: init's own, then init.yaml's `environment`, then the
 /// service's `Environment` (later wins); PATH as `service_path` says.
+/// `cgroup`: the cgroup.procs file the child joins before exec; a child
+/// that cannot join does not run, and the error says so.
 pub fn spawn(
     def: &ServiceDef,
     global_env: &BTreeMap<String, String>,
+    cgroup: Option<CString>,
 ) -> Result<Spawned, SpawnError> {
     let Some((program, args)) = def.argv.split_first() else {
         return Err(SpawnError::Fault("empty ExecStart".into()));
@@ -66,16 +70,42 @@ pub fn spawn(
     unsafe {
         cmd.pre_exec(crate::sys::child_reset);
     }
-    let mut child = cmd
-        .spawn()
-        .map_err(|e| failed(e, format!("cannot execute {program}")))?;
+    // std passes on only the errno of a failed pre_exec: a failure to join
+    // the cgroup is also written to this close-on-exec pipe, to tell it
+    // from a failed exec.
+    let report = match cgroup {
+        Some(procs) => {
+            use nix::fcntl::OFlag;
+            let (r, w) = nix::unistd::pipe2(OFlag::O_CLOEXEC | OFlag::O_NONBLOCK)
+                .map_err(|e| failed(std::io::Error::from(e), "pipe".into()))?;
+            let wfd = w.as_raw_fd();
+            let path = procs.clone();
+            // SAFETY: cgroup::join only makes async-signal-safe syscalls.
+            unsafe {
+                cmd.pre_exec(move || crate::cgroup::join(&path, wfd));
+            }
+            Some((procs, r, w))
+        }
+        None => None,
+    };
+    let spawned = cmd.spawn();
+    if let Some((procs, r, w)) = report {
+        drop(w);
+        let mut errno = [0u8; 4];
+        if spawned.is_err() && nix::unistd::read(&r, &mut errno) == Ok(4) {
+            let e = std::io::Error::from_raw_os_error(i32::from_ne_bytes(errno));
+            let procs = procs.to_string_lossy();
+            let dir = procs.trim_end_matches("/cgroup.procs");
+            return Err(SpawnError::Fault(format!("cannot join cgroup {dir}: {e}")));
+        }
+    }
+    let mut child = spawned.map_err(|e| failed(e, format!("cannot execute {program}")))?;
     let pid = Pid::from_raw(child.id() as i32);
     let (Some(out), Some(err)) = (child.stdout.take(), child.stderr.take()) else {
         return Err(SpawnError::Fault("no output pipes".into()));
     };
     let (stdout, stderr): (OwnedFd, OwnedFd) = (out.into(), err.into());
     for fd in [&stdout, &stderr] {
-        use std::os::fd::AsRawFd;
         let _ = crate::sys::set_nonblocking(fd.as_raw_fd());
         crate::sys::set_pipe_size(fd.as_raw_fd(), PIPE_SIZE);
     }
@@ -92,5 +122,36 @@ fn failed(e: std::io::Error, what: String) -> SpawnError {
     match crate::sys::out_of_resources(&e) {
         Some(desc) => SpawnError::Resources(desc.into()),
         None => SpawnError::Fault(format!("{what}: {e}")),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn text(e: &SpawnError) -> String {
+        match e {
+            SpawnError::Fault(t) | SpawnError::Resources(t) => t.clone(),
+        }
+    }
+
+    fn def(exec: &str) -> ServiceDef {
+        crate::unit::parse(&format!("ExecStart = \"{exec}\""))
+            .unwrap()
+            .0
+    }
+
+    #[test]
+    fn a_child_that_cannot_join_its_cgroup_does_not_run_and_says_why() {
+        let procs = CString::new("/nonexistent-cgroup/x.service/cgroup.procs").unwrap();
+        let e = spawn(&def("/bin/true"), &BTreeMap::new(), Some(procs)).err();
+        assert_eq!(
+            e.as_ref().map(text).as_deref(),
+            Some("cannot join cgroup /nonexistent-cgroup/x.service: No such file or directory (os error 2)")
+        );
+        // A failed exec is still told apart from it.
+        let procs = CString::new("/dev/null").unwrap();
+        let e = spawn(&def("/nonexistent-program"), &BTreeMap::new(), Some(procs)).err();
+        assert!(e.is_some_and(|e| text(&e).starts_with("cannot execute /nonexistent-program")));
     }
 }

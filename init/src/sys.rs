@@ -5,7 +5,8 @@
 //! Process spawning itself is in spawn.rs (std's `Command`). Nothing here
 //! panics; errors are returned.
 
-use crate::os::{Exit, Os, Proc, SpawnError, Spawned};
+use crate::cgroup;
+use crate::os::{Containment, Exit, Os, Proc, SpawnError, Spawned};
 use crate::unit::ServiceDef;
 use mio::unix::SourceFd;
 use mio::{Interest, Token};
@@ -17,7 +18,7 @@ use nix::sys::time::TimeSpec;
 use nix::sys::timerfd::{ClockId, Expiration, TimerFd, TimerFlags, TimerSetTimeFlags};
 use nix::sys::wait::{waitpid, WaitPidFlag, WaitStatus};
 use nix::unistd::Pid;
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, BTreeSet};
 use std::os::fd::{AsRawFd, FromRawFd, OwnedFd, RawFd};
 use std::path::Path;
 use std::time::{Duration, Instant};
@@ -280,15 +281,47 @@ pub fn read(fd: &OwnedFd, buf: &mut [u8]) -> nix::Result<usize> {
     nix::unistd::read(fd, buf)
 }
 
-/// The supervisor's `Os`: real processes, the real clock, and fds watched
-/// on the reactor's `mio::Poll`.
+/// The supervisor's `Os`: real processes, each service in its cgroup where
+/// there is cgroup2 (see cgroup.rs), the real clock, and fds watched on the
+/// reactor's `mio::Poll`.
 pub struct RealOs {
     registry: mio::Registry,
+    /// None: no cgroup2 (or not usable); process groups only.
+    cgroups: Option<cgroup::Tree>,
+    /// The service of each main process started in a cgroup, by pid, until
+    /// it is reaped.
+    contained: BTreeMap<i32, String>,
+    /// Cgroups of forgotten services still to remove: they were not empty
+    /// yet (their processes die after the kill). The last process of a
+    /// cgroup exits as init's child (everything else in it died first), so
+    /// each SIGCHLD is a moment to try again.
+    unreleased: BTreeSet<String>,
 }
 
 impl RealOs {
+    /// Finds cgroup2 (once, after the boot mounts); the tree is made at
+    /// the first start.
     pub fn new(registry: mio::Registry) -> Self {
-        RealOs { registry }
+        let cgroups = match cgroup::Tree::find() {
+            Ok(t) => Some(t),
+            Err(e) => {
+                info!("no cgroups for services ({e}): process groups only");
+                None
+            }
+        };
+        RealOs {
+            registry,
+            cgroups,
+            contained: BTreeMap::new(),
+            unreleased: BTreeSet::new(),
+        }
+    }
+
+    /// SIGKILL the cgroup of `p`'s service, if it has one.
+    fn kill_cgroup(&self, p: &Proc) {
+        if let (Some(t), Some(name)) = (&self.cgroups, self.contained.get(&p.pid.as_raw())) {
+            t.kill(name);
+        }
     }
 }
 
@@ -298,10 +331,50 @@ impl Os for RealOs {
     }
     fn spawn(
         &mut self,
+        name: &str,
         def: &ServiceDef,
         env: &BTreeMap<String, String>,
     ) -> Result<Spawned, SpawnError> {
-        let sp = crate::spawn::spawn(def, env)?;
+        match self.cgroups.as_mut().map(|t| t.create()) {
+            Some(Ok(true)) => {
+                if let Some(t) = &self.cgroups {
+                    let how = if t.has_kill() {
+                        "cgroup.kill"
+                    } else {
+                        "signalling cgroup.procs (no cgroup.kill)"
+                    };
+                    let dir = t.dir().map(|d| d.display().to_string());
+                    info!(
+                        "services run in cgroups under {}; stopped by {how}",
+                        dir.unwrap_or_default()
+                    );
+                }
+            }
+            Some(Err(e)) => {
+                info!("no cgroups for services ({e}): process groups only");
+                self.cgroups = None;
+            }
+            Some(Ok(false)) | None => {}
+        }
+        let procs = match &self.cgroups {
+            Some(t) => {
+                let (killed, procs) = t.prepare(name).map_err(SpawnError::Fault)?;
+                if killed > 0 {
+                    info!("{name}: sent SIGKILL to {killed} processes still in its cgroup before the start");
+                }
+                Some(procs)
+            }
+            None => None,
+        };
+        let contained = procs.is_some();
+        let sp = crate::spawn::spawn(def, env, procs)?;
+        // An earlier process of the service (one a reload let go on
+        // stopping) must no longer reach this cgroup.
+        self.contained.retain(|_, n| n != name);
+        self.unreleased.remove(name);
+        if contained {
+            self.contained.insert(sp.pid.as_raw(), name.to_string());
+        }
         // No pidfd: SIGCHLD and waitid find the exit.
         let pidfd = pidfd_open(sp.pid).ok();
         Ok(Spawned {
@@ -311,20 +384,51 @@ impl Os for RealOs {
         })
     }
     fn signal(&mut self, p: &Proc, sig: Signal) -> Result<(), String> {
-        signal_service(p.pid, p.pidfd.as_ref(), sig).map_err(|e| e.to_string())
+        let r = signal_service(p.pid, p.pidfd.as_ref(), sig).map_err(|e| e.to_string());
+        if sig == Signal::SIGKILL {
+            self.kill_cgroup(p);
+        }
+        r
     }
     fn kill_leftovers(&mut self, p: &Proc) {
         // ESRCH (nothing left in the group) is the common, fine case.
         let _ = signal::killpg(p.pid, Signal::SIGKILL);
+        self.kill_cgroup(p);
     }
     fn exited(&mut self, p: &Proc) -> bool {
         has_exited(p.pid)
     }
     fn next_exited(&mut self) -> Option<Pid> {
+        if let Some(t) = &self.cgroups {
+            self.unreleased.retain(|name| !t.remove(name));
+        }
         peek_exited()
     }
     fn reap(&mut self, pid: Pid) -> Option<Exit> {
-        reap(pid)
+        let exit = reap(pid)?;
+        self.contained.remove(&pid.as_raw());
+        Some(exit)
+    }
+    fn containment(&self, name: &str) -> Containment {
+        match &self.cgroups {
+            Some(t) => Containment::Cgroup {
+                path: t.path(name).map(|p| p.display().to_string()),
+                procs: t.count(name).unwrap_or(0),
+            },
+            None => Containment::ProcessGroup,
+        }
+    }
+    fn release(&mut self, name: &str) {
+        if let Some(t) = &self.cgroups {
+            if !t.remove(name) {
+                self.unreleased.insert(name.to_string());
+            }
+        }
+    }
+    fn release_all(&mut self) {
+        if let Some(t) = self.cgroups.take() {
+            t.remove_all();
+        }
     }
     fn watch(&mut self, fd: RawFd, token: Token) {
         if let Err(e) = self

@@ -69,7 +69,9 @@ fn pid1_reaps_orphans_needs_root() {
                     "",
                 ),
             ),
-            // A session-escaped orphan outliving a service that exits 4.
+            // A session-escaped child of a service that exits 4: killed
+            // with the service's cgroup (where there is one), and reaped as
+            // an orphan either way.
             (
                 "escape",
                 &svc(&sh("setsid sleep 1 & sleep 0.2; exit 4"), ""),
@@ -89,7 +91,7 @@ fn pid1_reaps_orphans_needs_root() {
     assert!(svc_pid > 1);
     // The orphans show up as children of init (host view)...
     assert!(
-        wait_for(|| children_of(pid1).len() >= 7, TIMEOUT),
+        wait_for(|| children_of(pid1).len() >= 6, TIMEOUT),
         "children of init: {:?}",
         children_of(pid1)
     );
@@ -359,4 +361,102 @@ fn pid1_at_a_live_socket_keeps_running_needs_root() {
     assert!(matches!(still, Some(Ok(None))), "{still:?}\n{err}");
     assert!(pid_alive(init.init_pid()), "{err}");
     assert_eq!(first.request(r#""Ping""#), serde_json::json!("Pong"));
+}
+
+/// Live processes (host view) whose argv is exactly `sleep <tag>`.
+fn sleeps(tag: &str) -> Vec<i32> {
+    let want = format!("sleep\0{tag}\0");
+    std::fs::read_dir("/proc")
+        .unwrap()
+        .flatten()
+        .filter_map(|e| e.file_name().to_string_lossy().parse::<i32>().ok())
+        .filter(|p| {
+            std::fs::read(format!("/proc/{p}/cmdline")).unwrap_or_default() == want.as_bytes()
+                && pid_alive(*p)
+        })
+        .collect()
+}
+
+/// As PID 1 of a PID namespace, each service still gets its own cgroup: a
+/// child that left the group with `setsid` dies with a stop, a stop, start
+/// and crash leave exactly one copy of it, and init's cgroup tree is gone
+/// once the namespace has ended.
+#[test]
+fn pid1_contains_services_in_cgroups_needs_root() {
+    let Some(opts) = unshare_opts() else { return };
+    let n = std::process::id();
+    let (a, b) = (format!("2{n:07}1"), format!("2{n:07}2"));
+    let mut init = Init::start_with(
+        &[(
+            "esc",
+            &svc(
+                &sh(&format!("setsid sleep {a} & sleep {b} & wait")),
+                "Restart = \"always\"",
+            ),
+        )],
+        opts,
+    );
+    assert_eq!(nspid(init.init_pid()).last(), Some(&1));
+    let whole = |init: &Init| {
+        let mut st = serde_json::Value::Null;
+        let ok = wait_for(
+            || {
+                st = init.status("esc");
+                sleeps(&a).len() == 1 && sleeps(&b).len() == 1 && st["state"] == "running"
+            },
+            TIMEOUT,
+        );
+        assert!(ok, "{st} {:?}\n{}", sleeps(&a), init.stderr_text());
+        st
+    };
+    whole(&init);
+    assert!(init.stop_service("esc").get("Success").is_some());
+    assert!(
+        wait_for(|| sleeps(&a).is_empty() && sleeps(&b).is_empty(), TIMEOUT),
+        "left after stop: {:?} {:?}",
+        sleeps(&a),
+        sleeps(&b)
+    );
+    assert!(init.start_service("esc").get("Success").is_some());
+    whole(&init);
+    // A crash of the main process (the parent of `sleep <b>`, host view).
+    let old = sleeps(&a);
+    let main = sleeps(&b)
+        .first()
+        .and_then(|p| proc_stat_fields(*p))
+        .map(|f| f[1].parse::<i32>().unwrap())
+        .unwrap();
+    assert!(kill(main, 9));
+    assert!(
+        wait_for(
+            || {
+                let now = sleeps(&a);
+                now.len() == 1 && now != old
+            },
+            TIMEOUT
+        ),
+        "copies after the crash: {:?} (before: {old:?})\n{}",
+        sleeps(&a),
+        init.stderr_text()
+    );
+    let st = whole(&init);
+    assert_eq!(st["restart_count"], serde_json::json!(1), "{st}");
+    assert_eq!(st["containment"], "cgroup", "{st}");
+    assert!(
+        wait_for(
+            || init.status("esc")["cgroup_procs"] == serde_json::json!(3),
+            TIMEOUT
+        ),
+        "{}",
+        init.status("esc")
+    );
+    let tree = std::path::PathBuf::from(st["cgroup"].as_str().unwrap())
+        .parent()
+        .unwrap()
+        .to_path_buf();
+    assert!(tree.exists(), "{}", tree.display());
+    assert!(kill(init.init_pid(), 15));
+    assert!(init.wait_exit(Duration::from_secs(15)).is_some());
+    assert!(sleeps(&a).is_empty() && sleeps(&b).is_empty());
+    assert!(!tree.exists(), "{} left behind", tree.display());
 }

@@ -83,6 +83,17 @@ pub fn status_block(st: &ServiceStatus) -> String {
     if let Some(pid) = st.pid {
         line("PID", &pid);
     }
+    // An init that predates containment says nothing about it.
+    match (&st.cgroup, st.containment.as_str()) {
+        (Some(cg), _) => {
+            let n = st.cgroup_procs.unwrap_or(0);
+            let es = if n == 1 { "" } else { "es" };
+            line("CGroup", &format!("{cg} ({n} process{es})"));
+        }
+        // "cgroup" without one: init has not started anything yet.
+        (None, "" | "cgroup") => {}
+        (None, how) => line("CGroup", &format!("none ({how} only)")),
+    }
     // An invalid file has no command or policy to show: its reason says why.
     if st.state != "invalid" {
         line("Command", &st.exec_start);
@@ -263,6 +274,27 @@ Service: worker
   Waiting On: db
 ";
         assert_eq!(status_block(&st), expected);
+    }
+
+    #[test]
+    fn status_shows_the_containment() {
+        let mut st = webapp();
+        st.containment = "cgroup".into();
+        st.cgroup = Some("/sys/fs/cgroup/init-1/webapp.service".into());
+        st.cgroup_procs = Some(3);
+        let text = status_block(&st);
+        let want = "  PID: 1234\n  CGroup: /sys/fs/cgroup/init-1/webapp.service (3 processes)\n";
+        assert!(text.contains(want), "{text}");
+        st.cgroup_procs = Some(1);
+        assert!(status_block(&st).contains("(1 process)\n"));
+        st.containment = "process group".into();
+        st.cgroup = None;
+        st.cgroup_procs = None;
+        let text = status_block(&st);
+        assert!(
+            text.contains("  CGroup: none (process group only)\n"),
+            "{text}"
+        );
     }
 
     #[test]

@@ -156,6 +156,16 @@ pub struct ServiceStatus {
     pub log_dropped_lines: u64,
     #[serde(default)]
     pub log_dropped_bytes: u64,
+    /// How the service's processes are held together: `cgroup`, or
+    /// `process group` where init has no cgroup2 to use.
+    #[serde(default)]
+    pub containment: String,
+    /// The service's cgroup directory; null without cgroups.
+    #[serde(default)]
+    pub cgroup: Option<String>,
+    /// How many processes are in that cgroup now; null without cgroups.
+    #[serde(default)]
+    pub cgroup_procs: Option<u32>,
 }
 
 #[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
@@ -200,5 +210,17 @@ mod tests {
             serde_json::to_string(&Response::err("no")).unwrap(),
             r#"{"Error":{"message":"no"}}"#
         );
+    }
+
+    #[test]
+    fn a_status_without_the_later_fields_still_parses() {
+        let seed = r#"{"name":"a","enabled":true,"active":false,"pid":null,
+            "restart_policy":"no","restart_count":0,"restart_sec":0,"exit_status":null,
+            "exec_start":"/bin/true","working_directory":null,"dependencies":
+            {"before":[],"after":[],"requires":[],"required_by":[]}}"#;
+        let st: ServiceStatus = serde_json::from_str(seed).unwrap();
+        assert_eq!(st.name, "a");
+        assert_eq!((st.cgroup, st.cgroup_procs), (None, None));
+        assert_eq!(st.containment, "");
     }
 }

@@ -312,6 +312,11 @@ impl<O: Os> Supervisor<O> {
             .then_some(ending)
     }
 
+    /// After the loop (every service down): remove the services' cgroups.
+    pub fn release_all(&mut self) {
+        self.os.release_all();
+    }
+
     pub fn begin_ending(&mut self, how: Ending) {
         if self.ending.is_some() {
             return;
@@ -541,13 +546,14 @@ impl<O: Os> Supervisor<O> {
                 .push_front(Work::Feed(id, Event::SpawnFailed(why)));
             return;
         };
+        let name = s.name.clone();
         // Output of an earlier run still open (a leftover child holds it):
         // keep what it holds, then let it go.
         for pipe in Pipe::ALL {
             self.read_pipe(id, pipe);
             self.close_pipe(id, pipe);
         }
-        match self.os.spawn(&def, &self.cfg.environment) {
+        match self.os.spawn(&name, &def, &self.cfg.environment) {
             Ok(sp) => {
                 let gen = self.table.next_gen();
                 if let Some(fd) = &sp.pidfd {
@@ -763,6 +769,9 @@ impl<O: Os> Supervisor<O> {
         for id in gone {
             for pipe in Pipe::ALL {
                 self.close_pipe(id, pipe);
+            }
+            if let Some(s) = self.table.get(id) {
+                self.os.release(&s.name);
             }
             self.table.remove(id);
             self.stop_queue.remove(&id);

@@ -6,7 +6,7 @@
 
 use super::{ClientId, Ending, Out, Supervisor, Work};
 use crate::access::{Role, Who};
-use crate::os::Os;
+use crate::os::{Containment, Os};
 use crate::service::{Event, State};
 use crate::unit::{self, UnitFile};
 use shared::protocol::{Request, Response, ServiceStatus, ServiceSummary, SystemStatus};
@@ -202,6 +202,15 @@ impl<O: Os> Supervisor<O> {
         let (lines, bytes) = s.out.log.dropped();
         let d = s.def.as_ref();
         let m = s.m();
+        let (containment, cgroup, cgroup_procs) = match self.os.containment(&s.name) {
+            Containment::ProcessGroup => ("process group", None, None),
+            Containment::Cgroup { path, procs } => {
+                let procs = path
+                    .as_ref()
+                    .map(|_| u32::try_from(procs).unwrap_or(u32::MAX));
+                ("cgroup", path, procs)
+            }
+        };
         Some(ServiceStatus {
             name: s.name.clone(),
             enabled: s.enabled(),
@@ -233,6 +242,9 @@ impl<O: Os> Supervisor<O> {
             timeout_stop_sec: d.map_or(0, |d| d.timeout_stop_sec),
             log_dropped_lines: lines,
             log_dropped_bytes: bytes,
+            containment: containment.into(),
+            cgroup,
+            cgroup_procs,
         })
     }
 

@@ -76,6 +76,7 @@ impl Os for FakeOs {
     }
     fn spawn(
         &mut self,
+        _: &str,
         def: &ServiceDef,
         _: &BTreeMap<String, String>,
     ) -> Result<Spawned, SpawnError> {

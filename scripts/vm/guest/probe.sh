@@ -83,6 +83,43 @@ check initctl-vsock-read-only sh -c "! initctl $vs stop first 2> /tmp/ro; cat /t
         grep -q 'permission denied: read-only connection (set control.vsock_read_only: false' /tmp/ro &&
         initctl status first"
 
+# Containment: escaper's child left its group and session with setsid; its
+# cgroup (init-1/escaper.service under cgroup2) holds it anyway. Copies are
+# counted by argv (one `ps`: a fork per process is slow under TCG).
+copies() { ps -o args | grep -cx "sleep $1"; }
+within() { # tries command...: succeeds once the command does, 0.2 s apart
+    t=$1
+    shift
+    until "$@"; do
+        t=$((t - 1))
+        [ $t -le 0 ] && return 1
+        sleep 0.2
+    done
+}
+cg=/sys/fs/cgroup/unified/init-1/escaper.service
+whole() { # one copy of the escaper, three processes in the cgroup
+    [ "$(copies 700001)" = 1 ] && initctl status escaper | grep -qxF "  CGroup: $cg (3 processes)"
+}
+none_left() { [ "$(copies 700001)" = 0 ] && [ "$(copies 700002)" = 0 ]; }
+restarted_once() {
+    initctl --json status escaper | grep -q '"restart_count":1,' && whole
+}
+escaper_in_cgroup() {
+    p=$(ps -o pid,args | awk '$2 == "sleep" && $3 == "700001" {print $1; exit}')
+    [ -n "$p" ] || return 1
+    echo "escaper $p: $(grep "^0::" "/proc/$p/cgroup")"
+    grep -qx "0::/init-1/escaper.service" "/proc/$p/cgroup"
+}
+check cgroup-status within 50 whole
+check cgroup-holds-escaper escaper_in_cgroup
+initctl stop escaper > /dev/null 2>&1
+check cgroup-stop-kills-escaper within 50 none_left
+initctl start escaper > /dev/null 2>&1
+within 50 whole
+# A crash: SIGKILL to the main process; Restart=always starts it again.
+kill -9 "$(initctl --json status escaper | sed -n 's/.*"pid":\([0-9]*\).*/\1/p')"
+check cgroup-one-copy-after-crash within 50 restarted_once
+
 # PID 1 reaps orphans: the helper's child exited long ago; no zombies.
 check no-zombies sh -c '! grep -l "^State:.*Z" /proc/[0-9]*/status'
 
