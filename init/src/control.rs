@@ -219,6 +219,12 @@ impl Conn {
         self.outbuf.len()
     }
 
+    /// Bytes read and not yet parsed (the fuzz target checks their bound).
+    #[allow(dead_code)]
+    pub fn buffered(&self) -> usize {
+        self.inbuf.len()
+    }
+
     /// Should the supervisor read and answer more requests now?
     pub fn wants_requests(&self) -> bool {
         !self.busy && !self.close_after_flush && !self.following && self.queued() < OUT_HIGH_WATER
