@@ -130,6 +130,16 @@ impl Conn {
         match it.next() {
             Some(Ok(value)) => {
                 let used = it.byte_offset();
+                // A number, `true`, `false` or `null` that ends where the
+                // input ends may go on in the next read.
+                let open_ended = !(value.is_string() || value.is_array() || value.is_object());
+                if open_ended
+                    && used == self.inbuf.len()
+                    && used <= MAX_REQUEST_BYTES
+                    && !self.read_closed
+                {
+                    return Next::Incomplete;
+                }
                 self.inbuf.drain(..used.min(self.inbuf.len()));
                 // Complete but too large (it arrived in one read burst).
                 if used > MAX_REQUEST_BYTES {

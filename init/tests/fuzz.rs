@@ -135,3 +135,32 @@ fn garbage_never_hurts_init_or_its_services() {
     );
     eprintln!("400 fuzz rounds in {:?}", started.elapsed());
 }
+
+/// Found by `cargo fuzz` (fuzz/, target `control_framing`): a value with no
+/// end mark of its own (a number, `true`, `false`, `null`) that ended where
+/// a read ended was taken as complete, so `12` and then `34` got two answers
+/// where `1234` in one piece gets one: the answers depended on how the
+/// transport cut the stream.
+#[test]
+fn a_value_cut_by_the_transport_is_still_one_value() {
+    let init = Init::start(&[]);
+    for (first, rest, want) in [
+        ("12", "34 ", "integer `1234`"),
+        ("true", "x\n", "invalid request"),
+    ] {
+        let mut s = init.connect();
+        s.write_all(first.as_bytes()).unwrap();
+        // Two round trips on other connections: init has had a turn with
+        // `first` in this connection's buffer.
+        for _ in 0..2 {
+            assert_eq!(init.request(r#""Ping""#), serde_json::json!("Pong"));
+        }
+        s.write_all(rest.as_bytes()).unwrap();
+        s.shutdown(std::net::Shutdown::Write).unwrap();
+        let mut out = String::new();
+        s.read_to_string(&mut out).unwrap();
+        let lines: Vec<&str> = out.lines().collect();
+        assert_eq!(lines.len(), 1, "{first:?} + {rest:?}: {lines:?}");
+        assert!(lines[0].contains(want), "{first:?} + {rest:?}: {lines:?}");
+    }
+}
