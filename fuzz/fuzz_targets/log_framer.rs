@@ -34,7 +34,7 @@ enum Op {
 }
 
 fn pipe(op: u8) -> Pipe {
-    if op % 2 == 0 {
+    if op & 1 == 0 {
         Pipe::Stdout
     } else {
         Pipe::Stderr
