@@ -206,6 +206,12 @@ impl Conn {
     /// Read everything available (edge-triggered: until WouldBlock), but
     /// never hold more than one over-limit request.
     /// Returns whether anything was read.
+    /// Bytes read and not yet consumed (the fuzz target checks its bound).
+    #[allow(dead_code)]
+    pub fn buffered(&self) -> usize {
+        self.inbuf.len().saturating_sub(self.in_head)
+    }
+
     pub fn fill(&mut self) -> bool {
         if self.in_head > 0 {
             self.inbuf.drain(..self.in_head.min(self.inbuf.len()));
