@@ -252,7 +252,20 @@ fuzz_target!(|data: &[u8]| {
     );
     assert_eq!(a.dropped, fatal || half_close, "dropped: {}", a.dropped);
 
-    // The cuts change nothing.
+    // The cuts change nothing once the stream has ended. Before its end,
+    // a cut stream may have fewer answers so far, never others: garbage in
+    // an incomplete request is looked for each time the buffer doubles (so
+    // dribbling costs init linear work), and the 10 s completion deadline
+    // answers the rest.
     let b = run(&stream, &mut || (usize::MAX, true), half_close);
-    assert_eq!(a.answers, b.answers, "the answers depend on the cuts");
+    if half_close {
+        assert_eq!(a.answers, b.answers, "the answers depend on the cuts");
+    } else {
+        assert!(
+            b.answers.starts_with(&a.answers),
+            "the answers depend on the cuts: {:?} vs {:?}",
+            a.answers,
+            b.answers
+        );
+    }
 });
