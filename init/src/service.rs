@@ -66,6 +66,19 @@ impl State {
             | State::Deferred => false,
         }
     }
+    /// The required services it waits for (empty unless waiting).
+    pub fn waiting_on(&self) -> &[String] {
+        match self {
+            State::Waiting { on } => on,
+            State::Inactive
+            | State::Invalid
+            | State::Running
+            | State::Stopping
+            | State::AutoRestart
+            | State::Failed
+            | State::Deferred => &[],
+        }
+    }
     /// Neither running nor about to run.
     pub fn down(&self) -> bool {
         match self {
@@ -223,15 +236,9 @@ impl Machine {
     }
     /// Why it is failed, invalid, waiting, or why its last run ended badly.
     pub fn reason(&self) -> Option<String> {
-        match &self.state {
-            State::Waiting { on } => Some(format!("waiting for {}", on.join(", "))),
-            State::Inactive
-            | State::Invalid
-            | State::Running
-            | State::Stopping
-            | State::AutoRestart
-            | State::Failed
-            | State::Deferred => self.reason.clone(),
+        match self.state.waiting_on() {
+            [] => self.reason.clone(),
+            on => Some(format!("waiting for {}", on.join(", "))),
         }
     }
     pub fn deadline(&self) -> Option<Instant> {

@@ -526,8 +526,8 @@ pub fn final_cleanup() {
             let _ = signal::kill(pid, Signal::SIGKILL);
         }
     }
-    let until = Instant::now() + Duration::from_secs(3);
-    while Instant::now() < until {
+    let start = Instant::now();
+    while start.elapsed() < Duration::from_secs(3) {
         match waitpid(Pid::from_raw(-1), Some(WaitPidFlag::WNOHANG)) {
             Ok(WaitStatus::StillAlive) => std::thread::sleep(Duration::from_millis(10)),
             Ok(_) => {}

@@ -229,16 +229,7 @@ impl<O: Os> Supervisor<O> {
                 .and_then(|e| e.signal)
                 .map(crate::os::signal_name),
             reason: s.load_error.clone().or_else(|| m.reason()),
-            waiting_on: match s.state() {
-                State::Waiting { on } => on.clone(),
-                State::Inactive
-                | State::Invalid
-                | State::Running
-                | State::Stopping
-                | State::AutoRestart
-                | State::Failed
-                | State::Deferred => Vec::new(),
-            },
+            waiting_on: s.state().waiting_on().to_vec(),
             timeout_stop_sec: d.map_or(0, |d| d.timeout_stop_sec),
             log_dropped_lines: lines,
             log_dropped_bytes: bytes,
