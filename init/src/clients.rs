@@ -537,9 +537,9 @@ impl Clients {
             let reply = sup.request(cid, &who, req);
             if let Some(c) = self.conns.get_mut(&cid) {
                 match reply {
-                    Reply::Now(r) => c.send(&r, now),
+                    Reply::Now(r) => c.answer(r, now),
                     Reply::Later => c.busy = true,
-                    Reply::Stream(first) => c.start_follow(&first, now),
+                    Reply::Stream(first) => c.start_follow(first, now),
                 }
             }
         }
@@ -589,7 +589,7 @@ impl Clients {
             match o {
                 Out::Answer(cid, r) => {
                     if let Some(c) = self.conns.get_mut(&cid) {
-                        c.send(&r, now);
+                        c.answer(r, now);
                         c.busy = false;
                         answered.push(cid);
                     }

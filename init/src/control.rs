@@ -6,6 +6,10 @@
 //! complete with the response and `\n`, whatever (if anything) follows it.
 //! Its end is found by scanning each byte once (`Scan`). Only complete
 //! requests and output taken count as activity.
+//!
+//! Output: a log answer is encoded as the socket takes it (`Rest`), a
+//! piece at a time, so a client that asks for the largest answer and never
+//! reads costs the loop the encoding of one piece, not of the answer.
 
 use crate::access::Who;
 use shared::protocol::{Request, Response};
@@ -25,6 +29,9 @@ pub const REQUEST_TIMEOUT: Duration = Duration::from_secs(10);
 pub const OUT_HIGH_WATER: usize = 256 * 1024;
 /// A `logs -f` follower whose queue grows past this is dropped.
 pub const FOLLOW_LIMIT: usize = 1024 * 1024;
+/// A long log answer is encoded into the queue while less than this is
+/// queued.
+const ENCODE_AHEAD: usize = 128 * 1024;
 /// Buffers larger than this are freed once empty (a big answer's memory
 /// goes back as soon as it has been sent).
 const KEEP_CAPACITY: usize = 64 * 1024;
@@ -76,6 +83,10 @@ pub struct Conn {
     /// Queued output; the bytes before `out_head` are written.
     outbuf: Vec<u8>,
     out_head: usize,
+    /// The lines of a log answer not yet encoded into `outbuf`.
+    rest: Option<Rest>,
+    /// Follow lines that came while `rest` was being sent: they go after it.
+    after: Vec<u8>,
     /// The peer half-closed or reset: no more requests will come.
     pub read_closed: bool,
     /// Close once the output is flushed.
@@ -104,6 +115,16 @@ pub struct Conn {
     pub ticket: Option<u64>,
     /// This connection's memory as `Clients` last counted it.
     pub counted: usize,
+}
+
+/// What is left to encode of a log answer: its lines, then `]}}` and a
+/// newline. The bytes match `serde_json::to_writer` of the whole answer.
+struct Rest {
+    lines: std::vec::IntoIter<String>,
+    /// The lines' text still held (what they cost in memory, roughly).
+    bytes: usize,
+    /// No line written yet (no comma before the next).
+    first: bool,
 }
 
 /// What the connection's buffered input yields next.
@@ -181,6 +202,8 @@ impl Conn {
             checked: 0,
             outbuf: Vec::new(),
             out_head: 0,
+            rest: None,
+            after: Vec::new(),
             read_closed: false,
             close_after_flush: false,
             broken: false,
@@ -320,18 +343,16 @@ impl Conn {
         }
     }
 
-    /// Queue a response line (encoded straight into the queue).
+    /// Queue a response line (encoded straight into the queue, or after
+    /// the log answer being sent).
     pub fn send(&mut self, r: &Response, now: Instant) {
-        if self.queued() == 0 {
-            // The time to take this output starts now.
-            self.last_activity = now;
-            self.outbuf.clear();
-            self.out_head = 0;
-        } else if self.out_head > self.outbuf.len() / 2 {
-            self.outbuf.drain(..self.out_head);
-            self.out_head = 0;
+        if self.rest.is_some() {
+            if serde_json::to_writer(&mut self.after, r).is_ok() {
+                self.after.push(b'\n');
+            }
+            return;
         }
-        let start = self.outbuf.len();
+        let start = self.begin_output(now);
         match serde_json::to_writer(&mut self.outbuf, r) {
             Ok(()) => self.outbuf.push(b'\n'),
             Err(e) => {
@@ -347,10 +368,77 @@ impl Conn {
         }
     }
 
+    /// Queue an answer: a log answer is encoded as the socket takes it
+    /// (see `refill`), anything else at once.
+    pub fn answer(&mut self, r: Response, now: Instant) {
+        let logs = match r {
+            Response::ServiceLogs { logs } if self.rest.is_none() => logs,
+            r => return self.send(&r, now),
+        };
+        self.begin_output(now);
+        self.outbuf
+            .extend_from_slice(br#"{"ServiceLogs":{"logs":["#);
+        self.rest = Some(Rest {
+            bytes: logs.iter().map(String::len).sum(),
+            lines: logs.into_iter(),
+            first: true,
+        });
+        self.refill();
+    }
+
+    /// Make room at the end of the queue; the time to take this output
+    /// starts now if nothing was queued. Returns where the new output
+    /// starts.
+    fn begin_output(&mut self, now: Instant) -> usize {
+        if self.queued() == 0 {
+            self.last_activity = now;
+            self.outbuf.clear();
+            self.out_head = 0;
+        } else if self.out_head > self.outbuf.len() / 2 {
+            self.outbuf.drain(..self.out_head);
+            self.out_head = 0;
+        }
+        self.outbuf.len()
+    }
+
+    /// Encode more of a log answer while little of the queue is left.
+    fn refill(&mut self) {
+        let Some(rest) = self.rest.as_mut() else {
+            return;
+        };
+        let queued = self.outbuf.len().saturating_sub(self.out_head);
+        if queued >= ENCODE_AHEAD {
+            return;
+        }
+        if self.out_head > 0 {
+            self.outbuf.drain(..self.out_head.min(self.outbuf.len()));
+            self.out_head = 0;
+        }
+        while self.outbuf.len() < ENCODE_AHEAD {
+            let Some(line) = rest.lines.next() else {
+                self.outbuf.extend_from_slice(b"]}}\n");
+                self.outbuf.append(&mut self.after);
+                self.after = Vec::new();
+                self.rest = None;
+                return;
+            };
+            if !rest.first {
+                self.outbuf.push(b',');
+            }
+            rest.first = false;
+            rest.bytes = rest.bytes.saturating_sub(line.len());
+            // A String always encodes.
+            let _ = serde_json::to_writer(&mut self.outbuf, &line);
+        }
+    }
+
     /// Write what the socket takes now.
     pub fn flush(&mut self, now: Instant) {
-        while self.queued() > 0 {
-            let out = self.outbuf.get(self.out_head..).unwrap_or_default();
+        loop {
+            self.refill();
+            let Some(out) = self.outbuf.get(self.out_head..).filter(|o| !o.is_empty()) else {
+                break;
+            };
             match self.stream.write(out) {
                 Ok(0) => {
                     self.broken = true;
@@ -376,8 +464,8 @@ impl Conn {
     }
 
     /// Become a follower, after `first` (the last lines).
-    pub fn start_follow(&mut self, first: &Response, now: Instant) {
-        self.send(first, now);
+    pub fn start_follow(&mut self, first: Response, now: Instant) {
+        self.answer(first, now);
         self.following = true;
         self.follow_allowance = self.queued();
     }
@@ -391,13 +479,23 @@ impl Conn {
         }
     }
 
+    /// Output not yet written: queued bytes, and what is still to encode
+    /// of a log answer (its text, as a lower bound).
     pub fn queued(&self) -> usize {
-        self.outbuf.len().saturating_sub(self.out_head)
+        self.outbuf
+            .len()
+            .saturating_sub(self.out_head)
+            .saturating_add(self.rest.as_ref().map_or(0, |r| r.bytes))
+            .saturating_add(self.after.len())
     }
 
     /// Bytes this connection holds in its buffers.
     pub fn memory(&self) -> usize {
-        self.inbuf.capacity().saturating_add(self.outbuf.capacity())
+        self.inbuf
+            .capacity()
+            .saturating_add(self.outbuf.capacity())
+            .saturating_add(self.rest.as_ref().map_or(0, |r| r.bytes))
+            .saturating_add(self.after.capacity())
     }
 
     /// A request, or input other than whitespace, waits.
@@ -455,7 +553,63 @@ impl Conn {
 
 #[cfg(test)]
 mod tests {
-    use super::Scan;
+    use super::{Conn, Scan, Stream, ENCODE_AHEAD};
+    use crate::access::{Peer, Role, Who};
+    use shared::protocol::Response;
+    use std::io::Read;
+    use std::time::Instant;
+
+    /// A log answer encoded piece by piece is the same bytes as encoded
+    /// whole, whatever comes after it; a reader that never reads holds at
+    /// most a piece of it encoded.
+    #[test]
+    fn a_log_answer_is_encoded_as_the_socket_takes_it() {
+        let (a, mut b) = std::os::unix::net::UnixStream::pair().unwrap();
+        a.set_nonblocking(true).unwrap();
+        let who = Who {
+            peer: Peer::Unix {
+                uid: 0,
+                gid: 0,
+                pid: 1,
+            },
+            role: Role::Full,
+        };
+        let now = Instant::now();
+        let mut c = Conn::new(Stream::Unix(mio::net::UnixStream::from_std(a)), who, now);
+        let logs: Vec<String> = (0..20_000)
+            .map(|i| format!("{i} \u{1}\"\\ é {}", "x".repeat(i % 300)))
+            .collect();
+        let answer = Response::ServiceLogs { logs };
+        let follow = Response::ServiceLogs {
+            logs: vec!["new \u{2}".into()],
+        };
+        let mut want = serde_json::to_vec(&answer).unwrap();
+        want.push(b'\n');
+        for r in [&follow, &Response::ok("after")] {
+            want.extend(serde_json::to_vec(r).unwrap());
+            want.push(b'\n');
+        }
+        c.answer(answer, now);
+        c.flush(now);
+        c.send_follow(&follow, now);
+        c.send(&Response::ok("after"), now);
+        c.flush(now);
+        // The socket took what it could; only a piece more is encoded.
+        assert!(c.outbuf.len() - c.out_head <= 2 * ENCODE_AHEAD);
+        assert!(c.queued() > 1_000_000, "{}", c.queued());
+        let mut got = Vec::new();
+        let mut buf = vec![0u8; 1 << 16];
+        while got.len() < want.len() {
+            let n = b.read(&mut buf).unwrap();
+            got.extend_from_slice(&buf[..n]);
+            c.flush(now);
+        }
+        assert_eq!(c.queued(), 0);
+        assert!(got == want, "bytes differ");
+        // Small answers are encoded at once, in one piece.
+        c.answer(Response::ServiceLogs { logs: vec![] }, now);
+        assert_eq!(c.outbuf, b"{\"ServiceLogs\":{\"logs\":[]}}\n");
+    }
 
     fn end(input: &[u8]) -> Option<usize> {
         Scan::default().feed(input)

@@ -127,9 +127,10 @@ pub const FLUSH_BYTES: usize = 256 * 1024;
 /// `tail` reads files backwards in chunks of this size.
 pub const TAIL_CHUNK: usize = 64 * 1024;
 
-/// `tail` stops collecting lines once they add up to this many bytes (the
-/// size the control protocol caps an answer at; only reached with long
-/// lines: 10000 lines of 420 bytes).
+/// `tail` stops collecting lines once they add up to this many bytes
+/// encoded as JSON strings, a comma after each (the size the control
+/// protocol caps an answer at; only reached with long lines: 10000 lines of
+/// 420 bytes, or fewer full of control characters).
 pub const TAIL_MAX_BYTES: usize = 4 * 1024 * 1024;
 
 /// One service's log (also used for init's own `init.log`).
@@ -217,25 +218,35 @@ impl ServiceLog {
         });
     }
 
-    /// The last `n` lines (formatted, oldest first).
+    /// The last `n` lines (formatted, oldest first), within
+    /// [`TAIL_MAX_BYTES`].
+    #[cfg(test)]
+    pub fn tail(&self, s: &LogSettings, n: usize) -> Vec<String> {
+        self.tail_within(s, n, TAIL_MAX_BYTES).0
+    }
+
+    /// The last `n` lines (formatted, oldest first), as many of them as fit
+    /// in `budget` bytes encoded as JSON strings with a comma after each;
+    /// true if older lines were left out for the budget.
     ///
     /// Served from the in-memory ring when it holds at least `n` lines,
     /// otherwise read back from `<name>.log`, `<name>.log.1`, ... (newest to
     /// oldest), each read backwards in [`TAIL_CHUNK`] pieces so only about
-    /// as much as needed is read. Stops early at [`TAIL_MAX_BYTES`]. When the
-    /// files hold fewer lines than the ring (writing failed), the ring wins.
-    pub fn tail(&self, s: &LogSettings, n: usize) -> Vec<String> {
+    /// as much as needed is read. When the files hold fewer lines than the
+    /// ring (writing failed), the ring wins.
+    pub fn tail_within(&self, s: &LogSettings, n: usize, budget: usize) -> (Vec<String>, bool) {
         if n == 0 {
-            return Vec::new();
+            return (Vec::new(), false);
         }
+        let budget = budget.min(TAIL_MAX_BYTES);
         if self.ring.len() >= n {
-            return self.ring.last(n);
+            return within(self.ring.last(n), budget);
         }
-        let lines = tail::from_files(s, self.writer.name(), n);
+        let (lines, cut) = tail::from_files(s, self.writer.name(), n, budget);
         if lines.len() < self.ring.len() {
-            return self.ring.last(n);
+            return within(self.ring.last(n), budget);
         }
-        lines
+        (lines, cut)
     }
 
     /// Remove the current and rotated files and empty the cache. Partial
@@ -369,5 +380,57 @@ mod tests {
             assert_eq!(log.dropped(), (0, 0));
             let _ = log.clear(&s);
         }
+    }
+}
+
+/// The newest of `lines` (oldest first) that fit in `budget` encoded bytes
+/// (see [`ServiceLog::tail_within`]); true if any were left out.
+fn within(mut lines: Vec<String>, budget: usize) -> (Vec<String>, bool) {
+    let mut size = 0usize;
+    let keep = lines
+        .iter()
+        .rev()
+        .take_while(|l| {
+            size = size.saturating_add(encoded_len(l) + 1);
+            size <= budget
+        })
+        .count();
+    let skip = lines.len() - keep;
+    lines.drain(..skip);
+    (lines, skip > 0)
+}
+
+/// Bytes `s` takes as a JSON string, quotes included, as serde_json writes
+/// it: `"`, `\` and the control characters with a short escape take 2,
+/// other control characters 6 (`\u0001`).
+pub fn encoded_len(s: &str) -> usize {
+    s.bytes()
+        .map(|b| match b {
+            b'"' | b'\\' | b'\n' | b'\r' | b'\t' | 0x08 | 0x0c => 2,
+            0..=0x1f => 6,
+            _ => 1,
+        })
+        .sum::<usize>()
+        + 2
+}
+
+#[cfg(test)]
+mod encoded_len_tests {
+    #[test]
+    fn counts_what_serde_writes() {
+        let mut all: String = (0u8..128).map(char::from).collect();
+        all.push_str("é€😀");
+        for c in all.chars() {
+            let s = format!("a{c}b");
+            assert_eq!(
+                super::encoded_len(&s),
+                serde_json::to_string(&s).unwrap().len(),
+                "{c:?}"
+            );
+        }
+        assert_eq!(
+            super::encoded_len(&all),
+            serde_json::to_string(&all).unwrap().len()
+        );
     }
 }

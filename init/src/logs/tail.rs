@@ -1,21 +1,31 @@
 //! Reading a log back from its files: the last lines of `<name>.log`,
 //! `<name>.log.1`, ..., each file read backwards in [`TAIL_CHUNK`] pieces,
-//! within a budget of [`TAIL_MAX_BYTES`]. Only regular files are read, never
-//! through a symlink (`sys::open_regular`).
+//! within a budget of bytes as the lines will be sent (JSON-encoded, so a
+//! line of control characters counts six times its length). Only regular
+//! files are read, never through a symlink (`sys::open_regular`).
 
-use super::{log_path, LogSettings, MAX_LINE, TAIL_CHUNK, TAIL_MAX_BYTES};
+use super::{encoded_len, log_path, LogSettings, MAX_LINE, TAIL_CHUNK};
 use crate::sys::{open_regular, OpenAs};
 use std::fs::File;
 use std::io;
 use std::os::unix::fs::FileExt;
 
 /// The last `n` lines (or fewer) of the current and rotated files, oldest
-/// first. Files are read newest to oldest, up to `max_files`; reading stops
-/// at the first missing rotated file, on a read error, or once the lines
-/// add up to [`TAIL_MAX_BYTES`].
-pub(super) fn from_files(s: &LogSettings, name: &str, n: usize) -> Vec<String> {
+/// first, and whether the budget left older lines out. Files are read
+/// newest to oldest, up to `max_files`; reading stops at the first missing
+/// rotated file, on a read error, or at the first line that would take the
+/// lines past `budget` bytes encoded (each line's JSON string and a comma).
+pub(super) fn from_files(
+    s: &LogSettings,
+    name: &str,
+    n: usize,
+    budget: usize,
+) -> (Vec<String>, bool) {
     let mut lines: Vec<String> = Vec::new(); // newest first
-    let mut budget = TAIL_MAX_BYTES;
+    let mut budget = Budget {
+        left: budget,
+        hit: false,
+    };
     let mut index: u32 = 0;
     loop {
         let path = log_path(&s.dir, name, index);
@@ -43,13 +53,19 @@ pub(super) fn from_files(s: &LogSettings, name: &str, n: usize) -> Vec<String> {
     }
     lines.truncate(n);
     lines.reverse();
-    lines
+    (lines, budget.hit)
+}
+
+/// Encoded bytes the lines may still take; `hit` once a line did not fit.
+struct Budget {
+    left: usize,
+    hit: bool,
 }
 
 /// Read `f` backwards, pushing its lines newest first onto `lines` until
 /// there are `n` of them. Returns false when reading should stop (error or
 /// byte budget exhausted).
-fn read_back(f: &File, n: usize, lines: &mut Vec<String>, budget: &mut usize) -> bool {
+fn read_back(f: &File, n: usize, lines: &mut Vec<String>, budget: &mut Budget) -> bool {
     let len = match f.metadata() {
         Ok(m) => m.len(),
         Err(_) => return false,
@@ -106,20 +122,30 @@ fn read_back(f: &File, n: usize, lines: &mut Vec<String>, budget: &mut usize) ->
     true
 }
 
-fn take_line(line: &[u8], lines: &mut Vec<String>, budget: &mut usize) -> bool {
-    if line.len() > *budget {
-        *budget = 0;
+fn take_line(line: &[u8], lines: &mut Vec<String>, budget: &mut Budget) -> bool {
+    // A line is never shorter encoded than raw: no need to decode one that
+    // cannot fit.
+    if line.len() >= budget.left {
+        budget.hit = true;
         return false;
     }
-    *budget -= line.len();
-    lines.push(String::from_utf8_lossy(line).into_owned());
+    let text = String::from_utf8_lossy(line).into_owned();
+    let cost = encoded_len(&text) + 1;
+    if cost > budget.left {
+        budget.hit = true;
+        return false;
+    }
+    budget.left -= cost;
+    lines.push(text);
     true
 }
 
 #[cfg(test)]
 mod tests {
     use crate::logs::test_util::*;
-    use crate::logs::{log_path, Pipe, ServiceLog, CACHE_BYTES, MAX_LINE, TAIL_MAX_BYTES};
+    use crate::logs::{
+        encoded_len, log_path, Pipe, ServiceLog, CACHE_BYTES, MAX_LINE, TAIL_MAX_BYTES,
+    };
 
     #[test]
     fn tail_across_rotation_boundaries() {
@@ -175,6 +201,34 @@ mod tests {
         // The in-memory ring stays bounded.
         assert!(log.ring.bytes() <= CACHE_BYTES + MAX_LINE + 64);
         assert!(log.ring.buffer_len() <= 2 * (CACHE_BYTES + MAX_LINE + 64));
+    }
+
+    /// The budget counts lines as they will be sent: a line of control
+    /// characters costs six bytes per character, and reading stops at the
+    /// first line that does not fit, saying so.
+    #[test]
+    fn tail_stops_at_the_encoded_budget() {
+        let d = TempDir::new("tailenc");
+        let s = settings(&d.0, 0, 0);
+        let mut log = ServiceLog::new("svc");
+        let mut out = Vec::new();
+        for i in 0..2000 {
+            let text = format!("{i:05} {}\n", "\u{1}".repeat(400));
+            log.feed(&s, Pipe::Stdout, text.as_bytes(), &mut out);
+        }
+        let fresh = ServiceLog::new("svc");
+        let budget = 1 << 20;
+        let (got, cut) = fresh.tail_within(&s, 2000, budget);
+        let sent: usize = got.iter().map(|l| encoded_len(l) + 1).sum();
+        assert!(cut);
+        assert!(sent <= budget && sent > budget - 3000, "{sent}");
+        assert!(got == out[out.len() - got.len()..]);
+        // Raw, the same lines are a sixth of that: far more would have
+        // been read if the budget counted raw bytes.
+        assert!(got.len() < 500, "{}", got.len());
+        // Everything fits in a large enough budget: not cut.
+        let (all, cut) = fresh.tail_within(&s, 100, budget);
+        assert!(!cut && all == out[out.len() - 100..]);
     }
 
     #[test]

@@ -240,33 +240,22 @@ impl<O: Os> Supervisor<O> {
     }
 
     /// The last lines of a service's log, as many of the newest as fit in
-    /// `MAX_LOGS_RESPONSE` once encoded (counted before the answer is
-    /// built); when lines are left out, a last line says so.
+    /// `MAX_LOGS_RESPONSE` once encoded (counted while they are read, so no
+    /// more is read than fits); when lines are left out, a last line says so.
     fn tail(&self, id: usize, lines: usize) -> Vec<String> {
         let Some(s) = self.table.get(id) else {
             return Vec::new();
         };
-        let mut logs = s
-            .out
-            .log
-            .tail(&self.logset, lines.min(shared::MAX_LOG_LINES));
-        // `{"ServiceLogs":{"logs":[...]}}` and a newline, the note, and a
-        // comma after each line.
+        // `{"ServiceLogs":{"logs":[...]}}` and a newline, and the note.
         let budget = MAX_LOGS_RESPONSE - 30 - 200;
-        let mut size = 0usize;
-        let keep = logs
-            .iter()
-            .rev()
-            .take_while(|l| {
-                size = size.saturating_add(json_len(l) + 1);
-                size <= budget
-            })
-            .count();
-        let skip = logs.len() - keep;
-        if skip > 0 {
-            logs.drain(..skip);
+        let (mut logs, cut) =
+            s.out
+                .log
+                .tail_within(&self.logset, lines.min(shared::MAX_LOG_LINES), budget);
+        if cut {
             logs.push(format!(
-                "[init] only the newest {keep} lines fit in the answer ({} MiB answer size limit); older lines not shown",
+                "[init] only the newest {} lines fit in the answer ({} MiB answer size limit); older lines not shown",
+                logs.len(),
                 MAX_LOGS_RESPONSE >> 20
             ));
         }
@@ -824,39 +813,4 @@ fn file_name(p: &Path) -> String {
     p.file_name()
         .map(|f| f.to_string_lossy().into_owned())
         .unwrap_or_default()
-}
-
-/// Bytes `s` takes as a JSON string, quotes included, as serde_json writes
-/// it: `"`, `\` and the control characters with a short escape take 2,
-/// other control characters 6 (`\u0001`).
-fn json_len(s: &str) -> usize {
-    s.bytes()
-        .map(|b| match b {
-            b'"' | b'\\' | b'\n' | b'\r' | b'\t' | 0x08 | 0x0c => 2,
-            0..=0x1f => 6,
-            _ => 1,
-        })
-        .sum::<usize>()
-        + 2
-}
-
-#[cfg(test)]
-mod json_len_tests {
-    #[test]
-    fn counts_what_serde_writes() {
-        let mut all: String = (0u8..128).map(char::from).collect();
-        all.push_str("é€😀");
-        for c in all.chars() {
-            let s = format!("a{c}b");
-            assert_eq!(
-                super::json_len(&s),
-                serde_json::to_string(&s).unwrap().len(),
-                "{c:?}"
-            );
-        }
-        assert_eq!(
-            super::json_len(&all),
-            serde_json::to_string(&all).unwrap().len()
-        );
-    }
 }
