@@ -159,10 +159,7 @@ impl Reactor {
                         info!("received signal {}: shutting down", info.ssi_signo);
                         self.sup.begin_ending(Ending::PowerOff);
                     }
-                    Ok(Signal::SIGHUP) => {
-                        let msg = self.sup.reload();
-                        info!("SIGHUP: {msg}");
-                    }
+                    Ok(Signal::SIGHUP) => self.sup.reload_on_signal(),
                     _ => {}
                 },
                 Ok(None) => break,

@@ -123,6 +123,8 @@ pub struct Supervisor<O: Os> {
     followers: BTreeMap<ClientId, usize>,
     /// Clients waiting for the reload at the end of this turn.
     reload_waiters: Vec<ClientId>,
+    /// A SIGHUP asked for a reload this turn (served by the same one).
+    reload_by_signal: bool,
     out: Vec<Out>,
     ending: Option<Ending>,
     started_at: Instant,
@@ -147,6 +149,7 @@ impl<O: Os> Supervisor<O> {
             held: Vec::new(),
             followers: BTreeMap::new(),
             reload_waiters: Vec::new(),
+            reload_by_signal: false,
             out: Vec::new(),
             ending: None,
             started_at,

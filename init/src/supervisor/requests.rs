@@ -262,14 +262,27 @@ impl<O: Os> Supervisor<O> {
         logs
     }
 
-    /// End of a turn: one reload for every client that asked for one.
+    /// SIGHUP: reload at the end of this turn, with any client that asks.
+    pub fn reload_on_signal(&mut self) {
+        self.reload_by_signal = true;
+    }
+
+    /// End of a turn: one reload for every client (and a SIGHUP) that
+    /// asked for one.
     pub(super) fn answer_reloads(&mut self) {
-        if self.reload_waiters.is_empty() {
+        let by_signal = std::mem::take(&mut self.reload_by_signal);
+        if self.reload_waiters.is_empty() && !by_signal {
             return;
         }
         let r = match self.ending {
             Some(_) => Response::err("system is shutting down"),
-            None => Response::ok(self.reload()),
+            None => {
+                let msg = self.reload();
+                if by_signal {
+                    info!("SIGHUP: {msg}");
+                }
+                Response::ok(msg)
+            }
         };
         for client in std::mem::take(&mut self.reload_waiters) {
             self.out.push(Out::Answer(client, r.clone()));

@@ -707,6 +707,30 @@ fn reloads_in_one_turn_are_coalesced() {
     assert!(ok_text(r.answer(c).unwrap()).starts_with("Reloaded: added none;"));
 }
 
+/// A SIGHUP and clients' reloads in the same turn are one reload.
+#[test]
+fn a_sighup_reload_is_coalesced_with_clients_reloads() {
+    let mut r = rig(&[svc("keep", "")]);
+    let dir = r.dir.join("services");
+    std::fs::write(dir.join("new.service"), "ExecStart = \"run new\"\n").unwrap();
+    r.sup.reload_on_signal();
+    r.sup.reload_on_signal();
+    assert_eq!(
+        r.sup.request(10, &ROOT, Request::SystemReload),
+        Reply::Later
+    );
+    r.tick();
+    let a = ok_text(r.answer(10).unwrap()).to_string();
+    assert!(a.starts_with("Reloaded: added new;"), "{a}");
+    assert_eq!(r.state("new"), "running");
+    // A SIGHUP alone reloads at the end of its turn.
+    std::fs::write(dir.join("other.service"), "ExecStart = \"run other\"\n").unwrap();
+    r.sup.reload_on_signal();
+    assert!(r.sup.table.iter().all(|(_, s)| s.name != "other"));
+    r.tick();
+    assert_eq!(r.state("other"), "running");
+}
+
 impl Rig {
     fn exit_by_name_of_removed(&mut self, name: &str) {
         let pid = self
