@@ -27,6 +27,8 @@ pub mod control;
 pub mod logs;
 #[path = "../../init/src/unit.rs"]
 pub mod unit;
+#[path = "../../init/src/users.rs"]
+pub mod users;
 
 /// `logs/pipe.rs` reads a service's pipe through `crate::sys::read`;
 /// init's sys.rs brings the whole process layer with it. No target reads

@@ -29,6 +29,7 @@ mod config;
 mod control;
 mod graph;
 mod logs;
+mod notify;
 mod os;
 
 mod reactor;
@@ -37,6 +38,7 @@ mod spawn;
 mod supervisor;
 mod sys;
 mod unit;
+mod users;
 
 use std::path::PathBuf;
 

@@ -101,6 +101,10 @@ pub trait Os {
     /// SIGKILL what is left of an exited, unreaped leader's service: its
     /// group, and its whole cgroup.
     fn kill_leftovers(&mut self, p: &Proc);
+    /// The process group of `pid` (who sent a notify message).
+    fn process_group(&self, _pid: i32) -> Option<i32> {
+        None
+    }
     /// How service `name` is contained, for status.
     fn containment(&self, _name: &str) -> Containment {
         Containment::ProcessGroup

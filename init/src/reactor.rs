@@ -6,6 +6,7 @@
 //! clients, and re-arms the timer for the earliest deadline.
 
 use crate::clients::{Clients, SocketInUse, UNIX_LISTENER, VSOCK_LISTENER};
+use crate::notify::NotifySocket;
 use crate::supervisor::{Ending, Supervisor, SVC_BASE};
 use crate::sys::{self, RealOs};
 use mio::unix::SourceFd;
@@ -16,17 +17,24 @@ use nix::sys::timerfd::TimerFd;
 use shared::config::InitConfig;
 use std::collections::BTreeSet;
 use std::os::fd::{AsFd, AsRawFd};
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
 
 const SIGNAL: Token = Token(0);
 const TIMER: Token = Token(1);
+// (2 and 3 are the listeners.)
+const NOTIFY: Token = Token(4);
+/// Notify messages read per loop turn before others get a turn.
+const NOTICES_PER_TURN: usize = 64;
 
 pub struct Reactor {
     poll: Poll,
     sigfd: SignalFd,
     timer: TimerFd,
     clients: Clients,
+    /// None without a Unix control socket (it sits beside it) or when it
+    /// could not be bound: notify services then never become ready.
+    notify: Option<NotifySocket>,
     sup: Supervisor<RealOs>,
     /// Sources that still had data (or requests) when their turn ran out.
     backlog: BTreeSet<Token>,
@@ -74,8 +82,26 @@ impl Reactor {
             }
             Err(SocketInUse(e)) => return Err(SetupError::SocketInUse(e)),
         };
-        let os = RealOs::new(reg.try_clone()?);
+        let mut os = RealOs::new(reg.try_clone()?);
+        let notify = match cfg.control.unix_socket_enabled {
+            true => {
+                let path = format!("{}.notify", cfg.control.unix_socket_path);
+                match NotifySocket::bind(Path::new(&path)) {
+                    Ok(n) => {
+                        reg.register(&mut SourceFd(&n.raw_fd()), NOTIFY, Interest::READABLE)?;
+                        os.notify_socket = Some(path);
+                        Some(n)
+                    }
+                    Err(e) => {
+                        error!("notify socket {path}: {e}");
+                        None
+                    }
+                }
+            }
+            false => None,
+        };
         Ok(Reactor {
+            notify,
             sup: Supervisor::new(os, cfg, config_path),
             poll,
             sigfd,
@@ -130,6 +156,18 @@ impl Reactor {
                 sys::drain_counter(self.timer.as_fd().as_raw_fd());
                 self.sup.on_timer();
                 self.clients.on_timer(reg, &mut self.sup, now);
+            }
+            NOTIFY => {
+                for n in 0.. {
+                    let Some((pid, msg)) = self.notify.as_ref().and_then(|s| s.recv()) else {
+                        break;
+                    };
+                    self.sup.on_notify(pid, crate::notify::parse(&msg));
+                    if n + 1 == NOTICES_PER_TURN {
+                        self.backlog.insert(NOTIFY);
+                        break;
+                    }
+                }
             }
             UNIX_LISTENER | VSOCK_LISTENER => {
                 self.clients.accept(reg, t, &mut self.sup, now);

@@ -6,7 +6,7 @@
 //! list and held answers read the machine instead of re-deriving it.
 
 use crate::os::Exit;
-use crate::unit::ServiceDef;
+use crate::unit::{Kind, ServiceDef};
 use std::collections::VecDeque;
 use std::time::{Duration, Instant};
 
@@ -20,7 +20,12 @@ pub enum State {
     Waiting {
         on: Vec<String>,
     },
+    /// Exec'd, not yet up: a notify service before `READY=1` (deadline:
+    /// `TimeoutStartSec`), a oneshot until it exits.
+    Starting,
     Running,
+    /// A oneshot that ran to completion (exit 0): up, with no process.
+    Exited,
     /// The stop signal was sent; SIGKILL to the group at the deadline.
     Stopping,
     /// Exited; started again at the deadline.
@@ -47,7 +52,9 @@ impl State {
             State::Inactive => "inactive",
             State::Invalid => "invalid",
             State::Waiting { .. } => "waiting",
+            State::Starting => "starting",
             State::Running => "running",
+            State::Exited => "exited",
             State::Stopping => "stopping",
             State::AutoRestart => "auto-restart",
             State::Failed => "failed",
@@ -57,8 +64,9 @@ impl State {
     /// A process of the service is alive.
     pub fn active(&self) -> bool {
         match self {
-            State::Running | State::Stopping => true,
+            State::Starting | State::Running | State::Stopping => true,
             State::Inactive
+            | State::Exited
             | State::Invalid
             | State::Waiting { .. }
             | State::AutoRestart
@@ -72,7 +80,9 @@ impl State {
             State::Waiting { on } => on,
             State::Inactive
             | State::Invalid
+            | State::Starting
             | State::Running
+            | State::Exited
             | State::Stopping
             | State::AutoRestart
             | State::Failed
@@ -82,8 +92,9 @@ impl State {
     /// Neither running nor about to run.
     pub fn down(&self) -> bool {
         match self {
-            State::Inactive | State::Invalid | State::Failed => true,
+            State::Inactive | State::Invalid | State::Failed | State::Exited => true,
             State::Waiting { .. }
+            | State::Starting
             | State::Running
             | State::Stopping
             | State::AutoRestart
@@ -122,6 +133,10 @@ pub enum Event {
     Invalidated(String),
     /// A reload found the file valid again.
     Validated,
+    /// The service said `READY=1`.
+    Ready,
+    /// The service said `WATCHDOG=1`.
+    WatchdogPing,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -129,8 +144,11 @@ pub enum Action {
     None,
     /// Spawn the process now (state is already Running).
     Spawn,
-    /// Send the stop signal to the process group.
+    /// Send the stop signal (`KillSignal`) to the service.
     Term,
+    /// SIGABRT to the service (its watchdog ran out); SIGKILL follows at
+    /// the stop timeout.
+    Abort,
     /// SIGKILL the process group.
     Kill,
     /// Compute requirements and feed `Start { manual: false, .. }`.
@@ -152,6 +170,9 @@ pub struct Policy {
     pub timeout_stop_sec: u64,
     pub burst: u32,
     pub interval_sec: u64,
+    pub kind: crate::unit::Kind,
+    pub timeout_start_sec: Option<u64>,
+    pub watchdog_sec: u64,
 }
 
 impl Policy {
@@ -162,6 +183,9 @@ impl Policy {
         timeout_stop_sec: 10,
         burst: 5,
         interval_sec: 10,
+        kind: crate::unit::Kind::Simple,
+        timeout_start_sec: None,
+        watchdog_sec: 0,
     };
 }
 
@@ -173,6 +197,9 @@ impl From<&ServiceDef> for Policy {
             timeout_stop_sec: d.timeout_stop_sec,
             burst: d.start_limit_burst,
             interval_sec: d.start_limit_interval_sec,
+            kind: d.kind,
+            timeout_start_sec: d.timeout_start_sec,
+            watchdog_sec: d.watchdog_sec,
         }
     }
 }
@@ -191,6 +218,9 @@ pub struct Machine {
     deadline: Option<Instant>,
     /// A restart is in progress: start again once stopped.
     start_after_stop: bool,
+    /// Stopping because the run failed (start timeout, watchdog): once it
+    /// has exited, the run ends as a failure, for why.
+    stop_failure: Option<String>,
     /// Automatic restarts so far (not the first start, not manual ones).
     restart_count: u32,
     last_exit: Option<Exit>,
@@ -212,6 +242,7 @@ impl Default for Machine {
             reason: None,
             deadline: None,
             start_after_stop: false,
+            stop_failure: None,
             restart_count: 0,
             last_exit: None,
             runs: 0,
@@ -267,25 +298,36 @@ impl Machine {
         let before = self.state.clone();
         let action = match (&self.state, ev) {
             // ----- start
-            (S::Running, E::Start { .. }) => Action::None,
+            (S::Starting | S::Running | S::Exited, E::Start { .. }) => Action::None,
             (S::Invalid, E::Start { .. } | E::Restart) => Action::None,
             (S::Stopping, E::Start { .. } | E::Restart) => {
                 self.start_after_stop = true;
+                self.stop_failure = None;
                 Action::None
             }
             (
                 S::Inactive | S::Waiting { .. } | S::AutoRestart | S::Failed | S::Deferred,
                 E::Start { manual, req },
-            ) => self.start(manual, req, now),
+            ) => self.start(manual, req, p, now),
             (
                 S::Inactive | S::Waiting { .. } | S::AutoRestart | S::Failed | S::Deferred,
                 E::Restart,
             ) => Action::StartAgain,
+            // A oneshot that is done runs again on restart.
+            (S::Exited, E::Restart) => {
+                self.state = S::Inactive;
+                Action::StartAgain
+            }
             // ----- stop
-            (S::Running, E::Stop) => self.term(false, p, now),
-            (S::Running, E::Restart) => self.term(true, p, now),
+            (S::Starting | S::Running, E::Stop) => self.term(false, p, now),
+            (S::Starting | S::Running, E::Restart) => self.term(true, p, now),
             (S::Stopping, E::Stop) => {
                 self.start_after_stop = false;
+                self.stop_failure = None;
+                Action::None
+            }
+            (S::Exited, E::Stop) => {
+                self.state = S::Inactive;
                 Action::None
             }
             (S::Waiting { .. } | S::AutoRestart | S::Deferred, E::Stop) => {
@@ -300,28 +342,47 @@ impl Machine {
                 self.last_exit = Some(exit);
                 self.ended();
                 self.state = S::Inactive;
+                let failure = self.stop_failure.take();
                 if std::mem::take(&mut self.start_after_stop) {
                     self.starts.clear();
                     Action::StartAgain
+                } else if let Some(why) = failure {
+                    self.after_end(false, why, false, p, now)
                 } else {
                     Action::None
                 }
             }
-            (S::Running, E::Exited(exit)) => {
+            // A oneshot is done when it exits 0.
+            (S::Starting, E::Exited(exit)) if p.kind == Kind::Oneshot && exit.success() => {
+                self.last_exit = Some(exit);
+                self.ended();
+                self.state = S::Exited;
+                self.reason = None;
+                Action::None
+            }
+            // A notify service that exits before it is ready failed to start.
+            (S::Starting, E::Exited(exit)) if p.kind == Kind::Notify => {
+                self.last_exit = Some(exit);
+                self.ended();
+                let why = format!("exited before it was ready: {}", exit.reason());
+                self.after_end(false, why, false, p, now)
+            }
+            (S::Starting | S::Running, E::Exited(exit)) => {
                 self.last_exit = Some(exit);
                 self.ended();
                 self.after_end(exit.success(), exit.reason(), false, p, now)
             }
-            (S::Running, E::SpawnFailed(why)) => {
+            (S::Starting | S::Running, E::SpawnFailed(why)) => {
                 self.ended();
                 self.after_end(false, why, true, p, now)
             }
-            (S::Running, E::OutOfResources(what)) => self.defer(what, now),
+            (S::Starting | S::Running, E::OutOfResources(what)) => self.defer(what, now),
             // No process in these states: an exit or spawn failure cannot
             // be theirs, and changes nothing.
             (
                 S::Inactive
                 | S::Invalid
+                | S::Exited
                 | S::Waiting { .. }
                 | S::AutoRestart
                 | S::Failed
@@ -338,14 +399,54 @@ impl Machine {
                 self.deadline = None;
                 Action::StartAgain
             }
+            // Not ready within TimeoutStartSec: stopped, and a failure.
+            (S::Starting, E::Deadline) => {
+                let secs = p.timeout_start_sec.unwrap_or(0);
+                let action = self.term(false, p, now);
+                self.stop_failure = Some(format!("not ready within {secs}s (TimeoutStartSec)"));
+                action
+            }
+            // No WATCHDOG=1 within WatchdogSec: aborted, and a failure.
+            (S::Running, E::Deadline) if self.deadline.is_some() => {
+                self.term(false, p, now);
+                self.stop_failure = Some(format!(
+                    "watchdog timeout: no WATCHDOG=1 within {}s",
+                    p.watchdog_sec
+                ));
+                Action::Abort
+            }
             (
-                S::Inactive | S::Invalid | S::Waiting { .. } | S::Running | S::Failed,
+                S::Inactive | S::Invalid | S::Waiting { .. } | S::Running | S::Exited | S::Failed,
                 E::Deadline,
+            ) => Action::None,
+            // ----- what the service says (notify)
+            (S::Starting, E::Ready) if p.kind == Kind::Notify => {
+                self.state = S::Running;
+                self.deadline = self.watchdog(p, now);
+                Action::None
+            }
+            (S::Running, E::WatchdogPing) => {
+                self.deadline = self.watchdog(p, now);
+                Action::None
+            }
+            (
+                S::Inactive
+                | S::Invalid
+                | S::Waiting { .. }
+                | S::Starting
+                | S::Running
+                | S::Exited
+                | S::Stopping
+                | S::AutoRestart
+                | S::Failed
+                | S::Deferred,
+                E::Ready | E::WatchdogPing,
             ) => Action::None,
             // ----- the file changed
             (
                 S::Inactive
                 | S::Invalid
+                | S::Exited
                 | S::Waiting { .. }
                 | S::AutoRestart
                 | S::Failed
@@ -358,7 +459,7 @@ impl Machine {
                 Action::None
             }
             // The running process keeps the definition it was started with.
-            (S::Running | S::Stopping, E::Invalidated(_)) => Action::None,
+            (S::Starting | S::Running | S::Stopping, E::Invalidated(_)) => Action::None,
             (S::Invalid, E::Validated) => {
                 self.state = S::Inactive;
                 self.reason = None;
@@ -367,7 +468,9 @@ impl Machine {
             (
                 S::Inactive
                 | S::Waiting { .. }
+                | S::Starting
                 | S::Running
+                | S::Exited
                 | S::Stopping
                 | S::AutoRestart
                 | S::Failed
@@ -376,14 +479,14 @@ impl Machine {
             ) => Action::None,
         };
         // A streak of deferred starts ends when the service leaves them.
-        if !matches!(self.state, S::Running | S::Deferred) {
+        if !matches!(self.state, S::Starting | S::Running | S::Deferred) {
             self.deferrals = 0;
         }
         let log = self.transition_line(&before, action, p);
         Step { action, log }
     }
 
-    fn start(&mut self, manual: bool, req: Req, now: Instant) -> Action {
+    fn start(&mut self, manual: bool, req: Req, p: &Policy, now: Instant) -> Action {
         self.deadline = None;
         match req {
             Req::Ready => {
@@ -394,8 +497,16 @@ impl Machine {
                     self.restart_count = self.restart_count.saturating_add(1);
                 }
                 self.starts.push_back(now);
-                self.state = State::Running;
                 self.reason = None;
+                match p.kind {
+                    Kind::Simple => {
+                        self.state = State::Running;
+                    }
+                    Kind::Notify | Kind::Oneshot => {
+                        self.state = State::Starting;
+                        self.deadline = p.timeout_start_sec.and_then(|s| after(now, s));
+                    }
+                }
                 self.runs += 1;
                 self.run_started = Some(now);
                 Action::Spawn
@@ -413,8 +524,16 @@ impl Machine {
         }
     }
 
+    /// The watchdog deadline of a ready notify service (None: no watchdog).
+    fn watchdog(&self, p: &Policy, now: Instant) -> Option<Instant> {
+        (p.kind == Kind::Notify && p.watchdog_sec > 0)
+            .then(|| after(now, p.watchdog_sec))
+            .flatten()
+    }
+
     fn term(&mut self, restart: bool, p: &Policy, now: Instant) -> Action {
         self.start_after_stop = restart;
+        self.stop_failure = None;
         self.state = State::Stopping;
         self.deadline = after(now, p.timeout_stop_sec);
         Action::Term
@@ -499,7 +618,9 @@ impl Machine {
         }
         match &self.state {
             State::Inactive if *before == State::Stopping => Some("stopped".into()),
-            State::Inactive | State::Running | State::Stopping => None,
+            State::Running if *before == State::Starting => Some("ready".into()),
+            State::Exited => Some("finished".into()),
+            State::Inactive | State::Starting | State::Running | State::Stopping => None,
             State::Invalid => self.reason.as_ref().map(|r| format!("invalid: {r}")),
             State::Failed => Some(format!("failed: {}", self.reason.as_deref().unwrap_or(""))),
             State::AutoRestart => Some(format!("restarting in {}s", p.restart_sec)),
@@ -528,6 +649,9 @@ mod tests {
             timeout_stop_sec: 3,
             burst: 3,
             interval_sec: 10,
+            kind: Kind::Simple,
+            timeout_start_sec: None,
+            watchdog_sec: 0,
         }
     }
     const OK: Exit = Exit {

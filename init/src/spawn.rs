@@ -1,7 +1,8 @@
 //! Starting a service's process: argv, environment, working directory, its
 //! own session, a clean signal state, its cgroup (joined before exec, so
-//! nothing it runs starts outside it), stdin from /dev/null and
-//! stdout/stderr as non-blocking pipes for init to read.
+//! nothing it runs starts outside it), its user and groups (set after
+//! joining, groups before the uid), stdin from /dev/null and stdout/stderr
+//! as non-blocking pipes for init to read.
 
 use crate::os::SpawnError;
 use crate::unit::ServiceDef;
@@ -39,27 +40,37 @@ pub fn service_path(def: &ServiceDef, global_env: &BTreeMap<String, String>) -> 
     std::env::var_os("PATH").unwrap_or_else(|| DEFAULT_PATH.into())
 }
 
-/// Environment: init's own, then init.yaml's `environment`, then the
-/// service's `Environment` (later wins); PATH as `service_path` says.
+/// Environment: init's own, then init.yaml's `environment`, then HOME,
+/// USER and LOGNAME of its `User`, then the service's `Environment` (later
+/// wins); PATH as `service_path` says; `extra` (NOTIFY_SOCKET) last.
 /// `cgroup`: the cgroup.procs file the child joins before exec; a child
 /// that cannot join does not run, and the error says so.
 pub fn spawn(
     def: &ServiceDef,
     global_env: &BTreeMap<String, String>,
     cgroup: Option<CString>,
+    extra: &[(&str, &str)],
 ) -> Result<Spawned, SpawnError> {
     let Some((program, args)) = def.argv.split_first() else {
         return Err(SpawnError::Fault("empty ExecStart".into()));
     };
     let mut cmd = Command::new(program);
-    cmd.args(args)
-        .envs(global_env)
-        .envs(def.environment.iter().map(|(k, v)| (k, v)))
+    cmd.args(args).envs(global_env);
+    if let Some(r) = &def.run_as {
+        if let Some(name) = &r.name {
+            cmd.env("USER", name).env("LOGNAME", name);
+        }
+        if let Some(home) = &r.home {
+            cmd.env("HOME", home);
+        }
+    }
+    cmd.envs(def.environment.iter().map(|(k, v)| (k, v)))
         // Also the PATH `program` is looked up on.
         .env("PATH", service_path(def, global_env))
         .stdin(Stdio::null())
         .stdout(Stdio::piped())
-        .stderr(Stdio::piped());
+        .stderr(Stdio::piped())
+        .envs(extra.iter().copied());
     if let Some(dir) = &def.working_directory {
         if let Err(e) = std::fs::read_dir(dir) {
             return Err(failed(e, format!("working directory {dir}")));
@@ -88,6 +99,12 @@ pub fn spawn(
         }
         None => None,
     };
+    if let Some(r) = def.run_as.clone() {
+        // SAFETY: set_ids only makes async-signal-safe syscalls.
+        unsafe {
+            cmd.pre_exec(move || crate::sys::set_ids(r.uid, r.gid, &r.groups));
+        }
+    }
     let spawned = cmd.spawn();
     if let Some((procs, r, w)) = report {
         drop(w);
@@ -144,14 +161,14 @@ mod tests {
     #[test]
     fn a_child_that_cannot_join_its_cgroup_does_not_run_and_says_why() {
         let procs = CString::new("/nonexistent-cgroup/x.service/cgroup.procs").unwrap();
-        let e = spawn(&def("/bin/true"), &BTreeMap::new(), Some(procs)).err();
+        let e = spawn(&def("/bin/true"), &BTreeMap::new(), Some(procs), &[]).err();
         assert_eq!(
             e.as_ref().map(text).as_deref(),
             Some("cannot join cgroup /nonexistent-cgroup/x.service: No such file or directory (os error 2)")
         );
         // A failed exec is still told apart from it.
         let procs = CString::new("/dev/null").unwrap();
-        let e = spawn(&def("/nonexistent-program"), &BTreeMap::new(), Some(procs)).err();
+        let e = spawn(&def("/nonexistent-program"), &BTreeMap::new(), Some(procs), &[]).err();
         assert!(e.is_some_and(|e| text(&e).starts_with("cannot execute /nonexistent-program")));
     }
 }

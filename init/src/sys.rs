@@ -110,6 +110,22 @@ pub fn child_reset() -> std::io::Result<()> {
     Ok(())
 }
 
+/// In the child between fork and exec, after joining its cgroup: the
+/// service's supplementary groups, then its gid, then its uid (in that
+/// order: once the uid is not root, groups can no longer be set).
+pub fn set_ids(uid: u32, gid: u32, groups: &[u32]) -> std::io::Result<()> {
+    // SAFETY: plain syscalls on the child's own credentials.
+    unsafe {
+        if libc::setgroups(groups.len(), groups.as_ptr()) < 0
+            || libc::setgid(gid) < 0
+            || libc::setuid(uid) < 0
+        {
+            return Err(std::io::Error::last_os_error());
+        }
+    }
+    Ok(())
+}
+
 /// Mark every fd above 2 close-on-exec: whatever init was started with
 /// (its parent's leftovers) must not reach a service. init's own fds are
 /// all created CLOEXEC, so this is needed once, at start-up.
@@ -289,6 +305,8 @@ pub fn read(fd: &OwnedFd, buf: &mut [u8]) -> nix::Result<usize> {
 /// reactor's `mio::Poll`.
 pub struct RealOs {
     registry: mio::Registry,
+    /// The notify socket's path, given to notify services as NOTIFY_SOCKET.
+    pub notify_socket: Option<String>,
     /// None: no cgroup2 (or not usable); process groups only.
     cgroups: Option<cgroup::Tree>,
     /// The service of each main process started in a cgroup, by pid, until
@@ -314,6 +332,7 @@ impl RealOs {
         };
         RealOs {
             registry,
+            notify_socket: None,
             cgroups,
             contained: BTreeMap::new(),
             unreleased: BTreeSet::new(),
@@ -370,7 +389,11 @@ impl Os for RealOs {
             None => None,
         };
         let contained = procs.is_some();
-        let sp = crate::spawn::spawn(def, env, procs)?;
+        let notify = match (&self.notify_socket, def.kind) {
+            (Some(path), crate::unit::Kind::Notify) => vec![("NOTIFY_SOCKET", path.as_str())],
+            _ => Vec::new(),
+        };
+        let sp = crate::spawn::spawn(def, env, procs, &notify)?;
         // An earlier process of the service (one a reload let go on
         // stopping) must no longer reach this cgroup.
         self.contained.retain(|_, n| n != name);
@@ -392,6 +415,11 @@ impl Os for RealOs {
             self.kill_cgroup(p);
         }
         r
+    }
+    fn process_group(&self, pid: i32) -> Option<i32> {
+        nix::unistd::getpgid(Some(Pid::from_raw(pid)))
+            .ok()
+            .map(Pid::as_raw)
     }
     fn kill_leftovers(&mut self, p: &Proc) {
         // ESRCH (nothing left in the group) is the common, fine case.

@@ -10,8 +10,8 @@ use std::path::{Path, PathBuf};
 /// Largest service file (and init.yaml) init reads: 1 MiB.
 pub const MAX_FILE_BYTES: u64 = 1 << 20;
 
-/// Largest `RestartSec`, `TimeoutStopSec` and `StartLimitIntervalSec`: one
-/// year. Larger values are an error at load, so every deadline init computes
+/// Largest `RestartSec`, `TimeoutStopSec`, `StartLimitIntervalSec`,
+/// `TimeoutStartSec` and `WatchdogSec`: one year. Larger values are an error at load, so every deadline init computes
 /// from them is representable.
 pub const MAX_DURATION_SEC: u64 = 365 * 24 * 3600;
 
@@ -51,7 +51,44 @@ impl RestartPolicy {
     }
 }
 
-/// The file as written; keys exactly as the seed.
+/// `Type`: when a started service counts as up (dependents start, `start`
+/// answers).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum Kind {
+    /// Up once exec'd (the seed's behaviour).
+    Simple,
+    /// Up once it sends `READY=1` on `NOTIFY_SOCKET`.
+    Notify,
+    /// Runs to completion; up (`exited`) once it exited 0.
+    Oneshot,
+}
+
+impl Kind {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Kind::Simple => "simple",
+            Kind::Notify => "notify",
+            Kind::Oneshot => "oneshot",
+        }
+    }
+}
+
+/// `SuccessAction` / `FailureAction`: what the system does when the service
+/// ends for good.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum EndAction {
+    None,
+    Poweroff,
+    Reboot,
+}
+
+/// The default `TimeoutStartSec` of a notify service (a oneshot has none
+/// unless set).
+pub const DEFAULT_TIMEOUT_START_SEC: u64 = 90;
+
+/// The file as written; keys as the seed, plus the later ones.
 #[derive(Debug, Deserialize)]
 #[serde(rename_all = "PascalCase")]
 struct RawUnit {
@@ -73,8 +110,36 @@ struct RawUnit {
     timeout_stop_sec: Option<u64>,
     start_limit_burst: Option<u32>,
     start_limit_interval_sec: Option<u64>,
+    #[serde(rename = "Type")]
+    kind: Option<Kind>,
+    timeout_start_sec: Option<u64>,
+    watchdog_sec: Option<u64>,
+    success_action: Option<EndAction>,
+    failure_action: Option<EndAction>,
+    user: Option<StrOrNum>,
+    group: Option<StrOrNum>,
+    #[serde(default)]
+    supplementary_groups: Vec<StrOrNum>,
+    kill_signal: Option<StrOrNum>,
     #[serde(flatten)]
     unknown: BTreeMap<String, toml::Value>,
+}
+
+/// A name or a number (`User = "app"` or `User = 1000`).
+#[derive(Debug, Deserialize)]
+#[serde(untagged)]
+enum StrOrNum {
+    Str(String),
+    Num(u32),
+}
+
+impl StrOrNum {
+    fn text(self) -> String {
+        match self {
+            StrOrNum::Str(s) => s,
+            StrOrNum::Num(n) => n.to_string(),
+        }
+    }
 }
 
 #[derive(Debug, Clone, PartialEq)]
@@ -93,6 +158,18 @@ pub struct ServiceDef {
     pub timeout_stop_sec: u64,
     pub start_limit_burst: u32,
     pub start_limit_interval_sec: u64,
+    pub kind: Kind,
+    /// How long a notify (or oneshot) service may take to be up; None: no
+    /// limit.
+    pub timeout_start_sec: Option<u64>,
+    /// A notify service must send `WATCHDOG=1` this often once ready (0: off).
+    pub watchdog_sec: u64,
+    pub success_action: EndAction,
+    pub failure_action: EndAction,
+    /// `User`, `Group`, `SupplementaryGroups`; None: as init (root).
+    pub run_as: Option<crate::users::RunAs>,
+    /// Sent to stop the service (SIGKILL follows at `TimeoutStopSec`).
+    pub kill_signal: nix::sys::signal::Signal,
 }
 
 /// Parse a service file's text. Unknown keys are returned as warnings.
@@ -120,6 +197,27 @@ pub fn parse(text: &str) -> Result<(ServiceDef, Vec<String>), String> {
     let timeout_stop_sec = duration("TimeoutStopSec", raw.timeout_stop_sec, 10)?;
     let start_limit_interval_sec =
         duration("StartLimitIntervalSec", raw.start_limit_interval_sec, 10)?;
+    let kind = raw.kind.unwrap_or(Kind::Simple);
+    let timeout_start_sec = match (raw.timeout_start_sec, kind) {
+        // 0 means no limit, as in systemd.
+        (Some(0), _) => None,
+        (Some(v), _) => Some(duration("TimeoutStartSec", Some(v), 0)?),
+        (None, Kind::Notify) => Some(DEFAULT_TIMEOUT_START_SEC),
+        (None, Kind::Simple | Kind::Oneshot) => None,
+    };
+    let watchdog_sec = duration("WatchdogSec", raw.watchdog_sec, 0)?;
+    let user = raw.user.map(StrOrNum::text);
+    let group = raw.group.map(StrOrNum::text);
+    let supplementary: Vec<String> = raw
+        .supplementary_groups
+        .into_iter()
+        .map(StrOrNum::text)
+        .collect();
+    let run_as = crate::users::resolve(user.as_deref(), group.as_deref(), &supplementary)?;
+    let kill_signal = match raw.kill_signal.map(StrOrNum::text) {
+        None => nix::sys::signal::Signal::SIGTERM,
+        Some(s) => parse_signal(&s).ok_or(format!("KillSignal: unknown signal '{s}'"))?,
+    };
     let warnings = raw
         .unknown
         .keys()
@@ -141,9 +239,31 @@ pub fn parse(text: &str) -> Result<(ServiceDef, Vec<String>), String> {
             timeout_stop_sec,
             start_limit_burst: raw.start_limit_burst.unwrap_or(5),
             start_limit_interval_sec,
+            kind,
+            timeout_start_sec,
+            watchdog_sec,
+            success_action: raw.success_action.unwrap_or(EndAction::None),
+            failure_action: raw.failure_action.unwrap_or(EndAction::None),
+            run_as,
+            kill_signal,
         },
         warnings,
     ))
+}
+
+/// `SIGINT`, `INT` or `2`.
+fn parse_signal(s: &str) -> Option<nix::sys::signal::Signal> {
+    use nix::sys::signal::Signal;
+    if let Ok(n) = s.parse::<i32>() {
+        return Signal::try_from(n).ok();
+    }
+    let upper = s.to_ascii_uppercase();
+    let full = if upper.starts_with("SIG") {
+        upper
+    } else {
+        format!("SIG{upper}")
+    };
+    full.parse().ok()
 }
 
 /// An error message short enough for a status line: toml quotes the

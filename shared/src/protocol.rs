@@ -166,6 +166,12 @@ pub struct ServiceStatus {
     /// How many processes are in that cgroup now; null without cgroups.
     #[serde(default)]
     pub cgroup_procs: Option<u32>,
+    /// `Type`: simple, notify or oneshot.
+    #[serde(default)]
+    pub service_type: String,
+    /// The last `STATUS=` a notify service sent.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub status_text: Option<String>,
 }
 
 #[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]

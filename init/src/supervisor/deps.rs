@@ -1,7 +1,7 @@
 //! The dependency graph of the loaded services as resolved id edges, built
 //! at load and at every reload from the definitions: start order, what each
-//! service requires, what requires it, and what is ordered after it (to be
-//! stopped first). Every query is pure: nothing here starts or stops.
+//! service requires, what requires it, what is ordered after it (to be
+//! stopped first) and what it is ordered after (waited for while starting). Every query is pure: nothing here starts or stops.
 
 use super::table::Table;
 use std::collections::{BTreeMap, BTreeSet};
@@ -15,6 +15,9 @@ pub struct Deps {
     required_by: BTreeMap<usize, Vec<usize>>,
     /// Services ordered after each one by an edge: stopped before it.
     later: BTreeMap<usize, Vec<usize>>,
+    /// The reverse: what each one is ordered after (waited for while it
+    /// starts).
+    earlier: BTreeMap<usize, Vec<usize>>,
     pub warnings: Vec<String>,
     pub cycles: Vec<String>,
 }
@@ -87,6 +90,7 @@ impl Deps {
         for (a, b) in edges {
             if a != b && rank.get(&a) < rank.get(&b) {
                 d.later.entry(a).or_default().push(b);
+                d.earlier.entry(b).or_default().push(a);
             }
         }
         d
@@ -104,6 +108,9 @@ impl Deps {
     }
     pub fn later(&self, id: usize) -> &[usize] {
         self.later.get(&id).map_or(&[], Vec::as_slice)
+    }
+    pub fn earlier(&self, id: usize) -> &[usize] {
+        self.earlier.get(&id).map_or(&[], Vec::as_slice)
     }
     /// Everything that (transitively) requires `id`.
     pub fn dependents(&self, id: usize) -> BTreeSet<usize> {

@@ -236,6 +236,31 @@ impl<O: Os> Supervisor<O> {
         more
     }
 
+    /// A message on the notify socket from `pid`: believed only from a
+    /// service's main process or a process in its group.
+    pub fn on_notify(&mut self, pid: i32, n: crate::notify::Notice) {
+        let id = self.table.by_pid(pid).or_else(|| {
+            self.os
+                .process_group(pid)
+                .and_then(|g| self.table.by_pid(g))
+        });
+        let Some(id) = id else {
+            return;
+        };
+        if let Some(text) = n.status {
+            if let Some(s) = self.table.get_mut(id) {
+                s.status_text = Some(text);
+            }
+        }
+        if n.ready {
+            self.feed(id, Event::Ready);
+        }
+        if n.watchdog {
+            self.feed(id, Event::WatchdogPing);
+        }
+        self.drain();
+    }
+
     /// SIGCHLD: find every exited child; services' and orphans'.
     pub fn on_sigchld(&mut self) {
         for _ in 0..100_000 {
@@ -401,8 +426,7 @@ impl<O: Os> Supervisor<O> {
         }
         match step.action {
             Action::Spawn => self.spawn(id),
-            Action::Term => self.signal(id, Signal::SIGTERM),
-            Action::Kill => self.signal(id, Signal::SIGKILL),
+            Action::Term | Action::Abort | Action::Kill => self.signal(id, step.action),
             Action::StartAgain => self.queue.push_back(Work::Start {
                 id,
                 manual: false,
@@ -417,7 +441,9 @@ impl<O: Os> Supervisor<O> {
 
     /// What waits on `id` may start or fail now; the stop queue may move.
     fn changed(&mut self, id: usize) {
-        for d in self.deps.required_by(id).to_vec() {
+        let mut next = self.deps.required_by(id).to_vec();
+        next.extend(self.deps.later(id));
+        for d in next {
             if matches!(
                 self.table.get(d).map(|s| s.state()),
                 Some(State::Waiting { .. })
@@ -473,7 +499,8 @@ impl<O: Os> Supervisor<O> {
                 continue;
             }
             match rs.state() {
-                State::Running => {}
+                // Up: exec'd (simple), ready (notify), done (oneshot).
+                State::Running | State::Exited => {}
                 State::Failed => {
                     let why = rs
                         .m()
@@ -490,9 +517,22 @@ impl<O: Os> Supervisor<O> {
                 State::Inactive => {
                     return fail(format!("required service '{name}' is not running"));
                 }
-                State::Waiting { .. } | State::Stopping | State::AutoRestart | State::Deferred => {
-                    wait.push(name.clone())
-                }
+                State::Waiting { .. }
+                | State::Starting
+                | State::Stopping
+                | State::AutoRestart
+                | State::Deferred => wait.push(name.clone()),
+            }
+        }
+        // Ordered after (`After`, or the other's `Before`) without being
+        // required: wait only while that one is on its way up.
+        for e in self.deps.earlier(id) {
+            let Some(es) = self.table.get(*e) else {
+                continue;
+            };
+            let on_its_way = matches!(es.state(), State::Starting | State::Waiting { .. });
+            if on_its_way && !behind.contains(e) && !wait.contains(&es.name) {
+                wait.push(es.name.clone());
             }
         }
         if wait.is_empty() {
@@ -513,6 +553,10 @@ impl<O: Os> Supervisor<O> {
                 State::Inactive | State::Invalid | State::Failed => {
                     self.stop_queue.remove(&id);
                 }
+                State::Exited => {
+                    self.feed(id, Event::Stop);
+                    self.stop_queue.remove(&id);
+                }
                 // Already stopping: a restart in progress becomes a stop.
                 State::Stopping if self.table.get(id).is_some_and(|s| s.m().restart_pending()) => {
                     self.feed(id, Event::Stop)
@@ -521,7 +565,7 @@ impl<O: Os> Supervisor<O> {
                 State::Waiting { .. } | State::AutoRestart | State::Deferred => {
                     self.feed(id, Event::Stop)
                 }
-                State::Running => {
+                State::Starting | State::Running => {
                     let blocked = self.deps.later(id).iter().any(|o| {
                         self.stop_queue.contains(o)
                             && self.table.get(*o).is_some_and(|s| !s.state().down())
@@ -573,6 +617,9 @@ impl<O: Os> Supervisor<O> {
                         s.out.attach(pipes, gen);
                     }
                 }
+                if let Some(s) = self.table.get_mut(id) {
+                    s.status_text = None;
+                }
                 let pid = sp.pid;
                 self.table.set_proc(
                     id,
@@ -596,19 +643,24 @@ impl<O: Os> Supervisor<O> {
         }
     }
 
-    fn signal(&mut self, id: usize, sig: Signal) {
+    /// Carry out a signal action: the stop signal (`KillSignal`), SIGABRT
+    /// for a missed watchdog, or SIGKILL at the stop timeout.
+    fn signal(&mut self, id: usize, action: Action) {
         let Some(s) = self.table.get(id) else {
             return;
         };
         let Some(p) = s.proc_() else { return };
         let timeout = s.policy().timeout_stop_sec;
+        let kill_signal = s.def.as_ref().map_or(Signal::SIGTERM, |d| d.kill_signal);
+        let (sig, what) = match action {
+            Action::Abort => (Signal::SIGABRT, "watchdog timeout: sent"),
+            Action::Kill => (Signal::SIGKILL, "stop timeout: sent"),
+            _ => (kill_signal, "stopping: sent"),
+        };
         let msg = match (sig, self.os.signal(p, sig)) {
-            (Signal::SIGTERM, Ok(())) => {
-                format!("stopping: sent SIGTERM (SIGKILL after {timeout}s)")
-            }
-            (Signal::SIGKILL, Ok(())) => "stop timeout: sent SIGKILL to the process group".into(),
+            (Signal::SIGKILL, Ok(())) => format!("{what} SIGKILL to all its processes"),
+            (sig, Ok(())) => format!("{what} {sig} (SIGKILL after {timeout}s)"),
             (sig, Err(e)) => format!("cannot send {sig}: {e}"),
-            (sig, Ok(())) => format!("sent {sig}"),
         };
         self.log_event(id, &msg);
     }

@@ -44,9 +44,12 @@ pub(super) enum Wait {
         done: String,
         late: String,
     },
-    /// Answer once the run after `runs` has lived `RESTART_GRACE`, or
-    /// failed.
+    /// Answer once the run after `runs` has lived `RESTART_GRACE` (a
+    /// notify service: is ready; a oneshot: is done), or failed.
     Restart { id: usize, name: String, runs: u64 },
+    /// A started notify or oneshot service: answer once it is up (ready or
+    /// done) or failed.
+    Start { id: usize, name: String },
 }
 
 pub(super) struct Held {
@@ -127,7 +130,19 @@ impl<O: Os> Supervisor<O> {
                 None => unknown(),
             },
             Request::ServiceStart { .. } => match id {
-                Some(id) => now(self.start_request(id, &name)),
+                Some(id) => {
+                    let r = self.start_request(id, &name);
+                    let starting = self
+                        .table
+                        .get(id)
+                        .is_some_and(|s| *s.state() == State::Starting);
+                    if starting && matches!(r, Response::Success { .. }) {
+                        self.hold(client, Wait::Start { id, name });
+                        Reply::Later
+                    } else {
+                        now(r)
+                    }
+                }
                 None => unknown(),
             },
             Request::ServiceStop { .. } => match id {
@@ -236,6 +251,8 @@ impl<O: Os> Supervisor<O> {
             containment: containment.into(),
             cgroup,
             cgroup_procs,
+            service_type: d.map_or(crate::unit::Kind::Simple, |d| d.kind).as_str().into(),
+            status_text: s.status_text.clone(),
         })
     }
 
@@ -318,6 +335,10 @@ impl<O: Os> Supervisor<O> {
         let reason = s.m().reason().unwrap_or_default();
         match s.state() {
             State::Running => Response::ok(format!("Service '{name}' started")),
+            State::Exited => Response::ok(format!(
+                "Service '{name}' has already run (restart runs it again)"
+            )),
+            State::Starting => Response::ok(format!("Service '{name}' is starting")),
             State::Stopping => Response::ok(format!(
                 "Service '{name}' will start once its old process has exited"
             )),
@@ -455,20 +476,30 @@ impl<O: Os> Supervisor<O> {
                         .unwrap_or_else(|| "it is stopped".into())
                 };
                 if m.runs() > *runs {
-                    // The new run started: it must still be that run, alive.
-                    let alive = m.runs() == runs + 1 && *s.state() == State::Running;
-                    if !alive {
-                        return Outcome::Done(Response::err(format!(
+                    // The new run started: it must still be that run, alive
+                    // (or, a oneshot, done).
+                    let this_run = m.runs() == runs + 1;
+                    return match s.state() {
+                        State::Running if this_run => {
+                            let since = m.run_started().unwrap_or(now);
+                            let at = since + RESTART_GRACE;
+                            if now >= at || late {
+                                Outcome::Done(Response::ok(format!("Service '{name}' restarted")))
+                            } else {
+                                Outcome::Pending(Some(at))
+                            }
+                        }
+                        State::Exited if this_run => Outcome::Done(Response::ok(format!(
+                            "Service '{name}' restarted and finished"
+                        ))),
+                        State::Starting if this_run && late => Outcome::Done(Response::ok(
+                            format!("Service '{name}' restarted; not up yet (starting)"),
+                        )),
+                        State::Starting if this_run => Outcome::Pending(None),
+                        _ => Outcome::Done(Response::err(format!(
                             "Service '{name}' did not survive its restart: {}",
                             why()
-                        )));
-                    }
-                    let since = m.run_started().unwrap_or(now);
-                    let at = since + RESTART_GRACE;
-                    return if now >= at || late {
-                        Outcome::Done(Response::ok(format!("Service '{name}' restarted")))
-                    } else {
-                        Outcome::Pending(Some(at))
+                        ))),
                     };
                 }
                 let not_restarted = || {
@@ -478,11 +509,16 @@ impl<O: Os> Supervisor<O> {
                     )))
                 };
                 match s.state() {
-                    State::Failed | State::Inactive | State::Invalid if !m.restart_pending() => {
+                    State::Failed | State::Inactive | State::Invalid | State::Exited
+                        if !m.restart_pending() =>
+                    {
                         not_restarted()
                     }
-                    State::Failed | State::Inactive | State::Invalid => Outcome::Pending(None),
-                    State::Running
+                    State::Failed | State::Inactive | State::Invalid | State::Exited => {
+                        Outcome::Pending(None)
+                    }
+                    State::Starting
+                    | State::Running
                     | State::Stopping
                     | State::Waiting { .. }
                     | State::AutoRestart => {
@@ -499,6 +535,39 @@ impl<O: Os> Supervisor<O> {
                         why()
                     ))),
                     State::Deferred => Outcome::Pending(None),
+                }
+            }
+            Wait::Start { id, name } => {
+                let Some(s) = self.table.get(*id) else {
+                    return Outcome::Done(Response::err(format!("Service '{name}' is gone")));
+                };
+                let m = s.m();
+                match s.state() {
+                    State::Running => {
+                        Outcome::Done(Response::ok(format!("Service '{name}' started (ready)")))
+                    }
+                    State::Exited => Outcome::Done(Response::ok(format!(
+                        "Service '{name}' started and finished"
+                    ))),
+                    State::Starting if late => Outcome::Done(Response::ok(format!(
+                        "Service '{name}' is starting (not up yet)"
+                    ))),
+                    State::Starting => Outcome::Pending(None),
+                    State::Inactive
+                    | State::Invalid
+                    | State::Waiting { .. }
+                    | State::Stopping
+                    | State::AutoRestart
+                    | State::Failed
+                    | State::Deferred => {
+                        let why = m
+                            .reason()
+                            .or_else(|| m.last_exit().map(|e| e.reason()))
+                            .unwrap_or_else(|| "it was stopped".into());
+                        Outcome::Done(Response::err(format!(
+                            "Service '{name}' failed to start: {why}"
+                        )))
+                    }
                 }
             }
         }

@@ -24,6 +24,8 @@ pub struct Service {
     pub out: Output,
     /// Removed from disk by a reload: forget it once it is down.
     removed: bool,
+    /// The last `STATUS=` of the current run (notify socket).
+    pub status_text: Option<String>,
 }
 
 impl Service {
@@ -42,6 +44,7 @@ impl Service {
             m,
             proc_: None,
             removed: false,
+            status_text: None,
         }
     }
     pub fn removed(&self) -> bool {

@@ -1,0 +1,163 @@
+//! The notify socket: the datagram socket `NOTIFY_SOCKET` names for notify
+//! services (sd_notify's protocol, so daemons and libraries that speak it
+//! work unchanged). It sits beside the control socket, as
+//! `<unix_socket_path>.notify`. Each datagram is read with the sender's
+//! credentials (SO_PASSCRED), which the supervisor checks against its
+//! services' processes; what a message says is parsed here.
+
+use nix::sys::socket::{
+    self, recvmsg, setsockopt, sockopt, AddressFamily, ControlMessageOwned, MsgFlags, SockFlag,
+    SockType, UnixAddr,
+};
+use std::io::IoSliceMut;
+use std::os::fd::{AsRawFd, OwnedFd, RawFd};
+use std::path::{Path, PathBuf};
+
+/// Longest message read; longer ones are cut (sd_notify messages are a few
+/// short lines).
+const MAX_MESSAGE: usize = 4096;
+/// Longest `STATUS=` text kept.
+const MAX_STATUS: usize = 256;
+
+/// What one message says (the assignments init acts on; others ignored).
+#[derive(Debug, Default, PartialEq, Eq)]
+pub struct Notice {
+    pub ready: bool,
+    pub watchdog: bool,
+    pub status: Option<String>,
+}
+
+/// Parse `KEY=VALUE` lines.
+pub fn parse(msg: &[u8]) -> Notice {
+    let mut n = Notice::default();
+    for line in msg.split(|b| *b == b'\n') {
+        match line {
+            b"READY=1" => n.ready = true,
+            b"WATCHDOG=1" => n.watchdog = true,
+            l if l.starts_with(b"STATUS=") => {
+                let text = String::from_utf8_lossy(l.get(7..).unwrap_or_default());
+                let text: String = text
+                    .chars()
+                    .filter(|c| !c.is_control())
+                    .take(MAX_STATUS)
+                    .collect();
+                n.status = Some(text);
+            }
+            _ => {}
+        }
+    }
+    n
+}
+
+pub struct NotifySocket {
+    fd: OwnedFd,
+    path: PathBuf,
+}
+
+impl NotifySocket {
+    /// Bind the socket (a stale one at the path is replaced), writable by
+    /// every local user: services that run as another user must reach it,
+    /// and what they say is believed only from a service's own processes.
+    pub fn bind(path: &Path) -> std::io::Result<Self> {
+        let fd = socket::socket(
+            AddressFamily::Unix,
+            SockType::Datagram,
+            SockFlag::SOCK_NONBLOCK | SockFlag::SOCK_CLOEXEC,
+            None,
+        )?;
+        setsockopt(&fd, sockopt::PassCred, &true)?;
+        if let Ok(m) = std::fs::symlink_metadata(path) {
+            use std::os::unix::fs::FileTypeExt;
+            if m.file_type().is_socket() {
+                let _ = std::fs::remove_file(path);
+            }
+        }
+        socket::bind(fd.as_raw_fd(), &UnixAddr::new(path)?)?;
+        use std::os::unix::fs::PermissionsExt;
+        std::fs::set_permissions(path, std::fs::Permissions::from_mode(0o666))?;
+        Ok(NotifySocket {
+            fd,
+            path: path.to_path_buf(),
+        })
+    }
+
+    pub fn raw_fd(&self) -> RawFd {
+        self.fd.as_raw_fd()
+    }
+
+    /// The next datagram and its sender's pid (0 when it came without
+    /// credentials); None when there is none now.
+    pub fn recv(&self) -> Option<(i32, Vec<u8>)> {
+        let mut buf = vec![0u8; MAX_MESSAGE];
+        loop {
+            let mut cmsg = nix::cmsg_space!(nix::sys::socket::UnixCredentials);
+            let mut iov = [IoSliceMut::new(&mut buf)];
+            let r = recvmsg::<()>(
+                self.fd.as_raw_fd(),
+                &mut iov,
+                Some(&mut cmsg),
+                MsgFlags::MSG_DONTWAIT | MsgFlags::MSG_TRUNC,
+            );
+            match r {
+                Ok(msg) => {
+                    let mut pid = 0;
+                    if let Ok(cmsgs) = msg.cmsgs() {
+                        for c in cmsgs {
+                            if let ControlMessageOwned::ScmCredentials(cred) = c {
+                                pid = cred.pid();
+                            }
+                        }
+                    }
+                    let n = msg.bytes.min(MAX_MESSAGE);
+                    buf.truncate(n);
+                    return Some((pid, buf));
+                }
+                Err(nix::errno::Errno::EINTR) => continue,
+                Err(_) => return None,
+            }
+        }
+    }
+}
+
+impl Drop for NotifySocket {
+    fn drop(&mut self) {
+        let _ = std::fs::remove_file(&self.path);
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn parses_what_init_acts_on() {
+        assert_eq!(
+            parse(b"READY=1\nSTATUS=serving \x01 42\nMAINPID=7\n"),
+            Notice {
+                ready: true,
+                watchdog: false,
+                status: Some("serving  42".into()),
+            }
+        );
+        assert!(parse(b"WATCHDOG=1").watchdog);
+        assert_eq!(parse(b"READY=0\nREADY=10"), Notice::default());
+        let long = format!("STATUS={}", "x".repeat(10_000));
+        assert_eq!(parse(long.as_bytes()).status.unwrap().len(), MAX_STATUS);
+    }
+
+    #[test]
+    fn reads_a_datagram_with_its_sender() {
+        let dir = std::env::temp_dir().join(format!("notify-test-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        let path = dir.join("n.sock");
+        let s = NotifySocket::bind(&path).unwrap();
+        assert!(s.recv().is_none());
+        let c = std::os::unix::net::UnixDatagram::unbound().unwrap();
+        c.send_to(b"READY=1", &path).unwrap();
+        let (pid, msg) = s.recv().unwrap();
+        assert_eq!((pid, msg.as_slice()), (std::process::id() as i32, &b"READY=1"[..]));
+        drop(s);
+        assert!(!path.exists());
+        std::fs::remove_dir_all(&dir).unwrap();
+    }
+}
