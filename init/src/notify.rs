@@ -155,7 +155,10 @@ mod tests {
         let c = std::os::unix::net::UnixDatagram::unbound().unwrap();
         c.send_to(b"READY=1", &path).unwrap();
         let (pid, msg) = s.recv().unwrap();
-        assert_eq!((pid, msg.as_slice()), (std::process::id() as i32, &b"READY=1"[..]));
+        assert_eq!(
+            (pid, msg.as_slice()),
+            (std::process::id() as i32, &b"READY=1"[..])
+        );
         drop(s);
         assert!(!path.exists());
         std::fs::remove_dir_all(&dir).unwrap();

@@ -160,6 +160,10 @@ pub enum Action {
 pub struct Step {
     pub action: Action,
     pub log: Option<String>,
+    /// A run ended for good on its own (no restart follows): Some(true) if
+    /// it succeeded. What `SuccessAction` / `FailureAction` act on; not set
+    /// for a stop by a user or a shutdown.
+    pub ended: Option<bool>,
 }
 
 /// The knobs of a definition the machine needs.
@@ -221,6 +225,8 @@ pub struct Machine {
     /// Stopping because the run failed (start timeout, watchdog): once it
     /// has exited, the run ends as a failure, for why.
     stop_failure: Option<String>,
+    /// Set by this step when a run ended for good (see `Step::ended`).
+    ended: Option<bool>,
     /// Automatic restarts so far (not the first start, not manual ones).
     restart_count: u32,
     last_exit: Option<Exit>,
@@ -243,6 +249,7 @@ impl Default for Machine {
             deadline: None,
             start_after_stop: false,
             stop_failure: None,
+            ended: None,
             restart_count: 0,
             last_exit: None,
             runs: 0,
@@ -296,6 +303,7 @@ impl Machine {
         use Event as E;
         use State as S;
         let before = self.state.clone();
+        self.ended = None;
         let action = match (&self.state, ev) {
             // ----- start
             (S::Starting | S::Running | S::Exited, E::Start { .. }) => Action::None,
@@ -358,6 +366,7 @@ impl Machine {
                 self.ended();
                 self.state = S::Exited;
                 self.reason = None;
+                self.ended = Some(true);
                 Action::None
             }
             // A notify service that exits before it is ready failed to start.
@@ -483,7 +492,11 @@ impl Machine {
             self.deferrals = 0;
         }
         let log = self.transition_line(&before, action, p);
-        Step { action, log }
+        Step {
+            action,
+            log,
+            ended: self.ended.take(),
+        }
     }
 
     fn start(&mut self, manual: bool, req: Req, p: &Policy, now: Instant) -> Action {
@@ -576,6 +589,7 @@ impl Machine {
                 State::Failed
             };
             self.reason = (!success).then_some(why);
+            self.ended = Some(success);
             return Action::None;
         }
         let window = Duration::from_secs(p.interval_sec);
@@ -587,6 +601,7 @@ impl Machine {
             self.starts.pop_front();
         }
         if self.starts.len() >= p.burst as usize {
+            self.ended = Some(false);
             self.state = State::Failed;
             self.reason = Some(format!(
                 "start limit hit: {} starts within {}s ({why})",

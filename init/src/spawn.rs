@@ -168,7 +168,13 @@ mod tests {
         );
         // A failed exec is still told apart from it.
         let procs = CString::new("/dev/null").unwrap();
-        let e = spawn(&def("/nonexistent-program"), &BTreeMap::new(), Some(procs), &[]).err();
+        let e = spawn(
+            &def("/nonexistent-program"),
+            &BTreeMap::new(),
+            Some(procs),
+            &[],
+        )
+        .err();
         assert!(e.is_some_and(|e| text(&e).starts_with("cannot execute /nonexistent-program")));
     }
 }

@@ -137,9 +137,15 @@ mod tests {
         assert_eq!((n.uid, n.gid), (65534, 12345));
         assert!(n.groups.contains(&0));
         let e = resolve(Some("no-such-user-x"), None, &[]).unwrap_err();
-        assert_eq!(e, "User: unknown user 'no-such-user-x' (not in /etc/passwd)");
+        assert_eq!(
+            e,
+            "User: unknown user 'no-such-user-x' (not in /etc/passwd)"
+        );
         let e = resolve(None, Some("no-such-group-x"), &[]).unwrap_err();
-        assert!(e.starts_with("Group: unknown group 'no-such-group-x'"), "{e}");
+        assert!(
+            e.starts_with("Group: unknown group 'no-such-group-x'"),
+            "{e}"
+        );
         let e = resolve(None, None, &["no-such-group-x".into()]).unwrap_err();
         assert!(e.starts_with("SupplementaryGroups: unknown group"), "{e}");
         assert_eq!(resolve(None, None, &[]), Ok(None));

@@ -13,7 +13,7 @@
 use crate::logs::{LogSettings, Pipe};
 use crate::os::{Os, Proc, SpawnError};
 use crate::service::{Action, Event, Req, State};
-use crate::unit::{self, UnitFile};
+use crate::unit::{self, EndAction, UnitFile};
 use mio::Token;
 use nix::sys::signal::Signal;
 use shared::config::InitConfig;
@@ -104,6 +104,8 @@ enum Work {
     Changed(usize),
     /// Stop what the stop queue allows now.
     Stops,
+    /// Begin shutting down or rebooting (a service's end action).
+    End(Ending),
 }
 
 pub struct Supervisor<O: Os> {
@@ -346,6 +348,11 @@ impl<O: Os> Supervisor<O> {
     }
 
     pub fn begin_ending(&mut self, how: Ending) {
+        self.queue.push_back(Work::End(how));
+        self.drain();
+    }
+
+    fn end(&mut self, how: Ending) {
         if self.ending.is_some() {
             return;
         }
@@ -360,7 +367,6 @@ impl<O: Os> Supervisor<O> {
         self.ending = Some(how);
         self.stop_queue.extend(self.table.ids());
         self.queue_stops();
-        self.drain();
     }
 
     // ----- the queue -----------------------------------------------------
@@ -382,6 +388,7 @@ impl<O: Os> Supervisor<O> {
                     self.stops_queued = false;
                     self.stops();
                 }
+                Work::End(how) => self.end(how),
             }
         }
     }
@@ -437,6 +444,41 @@ impl<O: Os> Supervisor<O> {
         if changed {
             self.queue.push_back(Work::Changed(id));
         }
+        if let Some(success) = step.ended {
+            self.end_action(id, success);
+        }
+    }
+
+    /// A run ended for good: its `SuccessAction` or `FailureAction`, if
+    /// any, shuts the system down, saying why on the console and in
+    /// init.log.
+    fn end_action(&mut self, id: usize, success: bool) {
+        let Some(s) = self.table.get(id) else {
+            return;
+        };
+        let Some(d) = &s.def else { return };
+        let (key, action) = match success {
+            true => ("SuccessAction", d.success_action),
+            false => ("FailureAction", d.failure_action),
+        };
+        let how = match action {
+            EndAction::None => return,
+            EndAction::Poweroff => Ending::PowerOff,
+            EndAction::Reboot => Ending::Reboot,
+        };
+        let m = s.m();
+        let status = match (m.last_exit(), m.reason()) {
+            (Some(e), Some(r)) if r != e.reason() => format!("{}; {r}", e.describe()),
+            (Some(e), _) => e.describe(),
+            (None, r) => r.unwrap_or_default(),
+        };
+        let what = if how == Ending::Reboot {
+            "rebooting"
+        } else {
+            "powering off"
+        };
+        info!("{}: ended ({status}); {key}: {what}", s.name);
+        self.queue.push_back(Work::End(how));
     }
 
     /// What waits on `id` may start or fail now; the stop queue may move.
@@ -469,7 +511,7 @@ impl<O: Os> Supervisor<O> {
     /// start first when `pull_in`. Reads only.
     fn requirements(&self, id: usize, pull_in: bool) -> (Req, Vec<usize>) {
         let reqs = self.deps.requires(id);
-        if reqs.is_empty() {
+        if reqs.is_empty() && self.deps.earlier(id).is_empty() {
             return (Req::Ready, Vec::new());
         }
         // What requires this one: a requirement among them is a Requires

@@ -251,7 +251,10 @@ impl<O: Os> Supervisor<O> {
             containment: containment.into(),
             cgroup,
             cgroup_procs,
-            service_type: d.map_or(crate::unit::Kind::Simple, |d| d.kind).as_str().into(),
+            service_type: d
+                .map_or(crate::unit::Kind::Simple, |d| d.kind)
+                .as_str()
+                .into(),
             status_text: s.status_text.clone(),
         })
     }

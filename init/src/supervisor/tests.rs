@@ -36,6 +36,9 @@ struct FakeOs {
     no_fds: bool,
     /// Anything the supervisor did that it must never do.
     violations: Vec<String>,
+    /// Process groups of processes that are not main processes (pid ->
+    /// group leader), for notify senders.
+    groups: BTreeMap<i32, i32>,
 }
 
 impl FakeOs {
@@ -154,6 +157,9 @@ impl Os for FakeOs {
     }
     fn watch(&mut self, _: std::os::fd::RawFd, _: Token) {}
     fn unwatch(&mut self, _: std::os::fd::RawFd) {}
+    fn process_group(&self, pid: i32) -> Option<i32> {
+        self.groups.get(&pid).copied()
+    }
 }
 
 // ----- the rig ---------------------------------------------------------------
@@ -266,6 +272,12 @@ impl Rig {
     fn exit(&mut self, name: &str, e: Exit) {
         let pid = self.pid(name).unwrap();
         self.os().exit(pid, e);
+        self.sup.on_sigchld();
+        self.tick();
+    }
+    /// A process that already got its exit (SIGKILL in the fake) is reaped.
+    fn exit_pid(&mut self, pid: i32) {
+        self.os().exit(pid, by(Signal::SIGKILL));
         self.sup.on_sigchld();
         self.tick();
     }
@@ -1171,4 +1183,201 @@ fn a_restart_deferred_for_lack_of_fds_says_so_when_it_is_late() {
         "Service 's' could not start yet: waiting for resources: Too many open files; init tries again"
     );
     r.no_violations();
+}
+
+// ----- service types, readiness and end actions ----------------------------
+
+fn ready(r: &mut Rig, name: &str) {
+    let pid = r.pid(name).unwrap();
+    r.sup.on_notify(
+        pid,
+        crate::notify::Notice {
+            ready: true,
+            ..Default::default()
+        },
+    );
+    r.tick();
+}
+
+/// A oneshot runs to completion and is `exited`; what requires it starts
+/// only then, and does not start if it failed.
+#[test]
+fn a_oneshot_runs_before_what_requires_it() {
+    let mut r = rig(&[
+        svc("keys", "Type = \"oneshot\""),
+        svc("app", "Requires = [\"keys\"]\nAfter = [\"keys\"]"),
+    ]);
+    assert_eq!(r.state("keys"), "starting");
+    assert_eq!(r.state("app"), "waiting");
+    assert!(r.pid("app").is_none());
+    r.exit("keys", code(0));
+    assert_eq!(r.state("keys"), "exited");
+    assert_eq!(r.state("app"), "running");
+    // Stopping what requires it leaves the oneshot done; a manual start of
+    // it does not run it again, a restart does.
+    let (_, reply) = r.send(Request::ServiceStart { name: name("keys") });
+    let Reply::Now(a) = reply else {
+        panic!("{reply:?}")
+    };
+    assert!(ok_text(&a).contains("already run"), "{a:?}");
+    assert!(r.pid("keys").is_none());
+    r.send(Request::ServiceRestart { name: name("keys") });
+    assert_eq!(r.state("keys"), "starting");
+
+    let mut r = rig(&[
+        svc("keys", "Type = \"oneshot\""),
+        svc("app", "Requires = [\"keys\"]"),
+    ]);
+    r.exit("keys", code(1));
+    assert_eq!(r.state("keys"), "failed");
+    assert_eq!(r.state("app"), "failed");
+    let why = r.sup.table.get(r.id("app")).unwrap().m().reason().unwrap();
+    assert!(why.contains("required service 'keys' failed"), "{why}");
+    r.no_violations();
+}
+
+/// A notify service is `starting` until READY=1 from its own processes;
+/// `start` is answered once it is ready; what is ordered after it (After
+/// alone, no Requires) waits for it.
+#[test]
+fn a_notify_service_is_up_once_ready() {
+    let mut r = rig(&[
+        svc("db", "Type = \"notify\"\nServiceEnable = false"),
+        svc("web", "After = [\"db\"]\nServiceEnable = false"),
+    ]);
+    let (c, reply) = r.send(Request::ServiceStart { name: name("db") });
+    assert_eq!(reply, Reply::Later);
+    assert_eq!(r.state("db"), "starting");
+    let (_, wr) = r.send(Request::ServiceStart { name: name("web") });
+    assert_eq!(r.state("web"), "waiting");
+    let Reply::Now(wr) = wr else { panic!("{wr:?}") };
+    assert!(ok_text(&wr).contains("waiting for db"), "{wr:?}");
+    assert!(r.answer(c).is_none());
+    // A stranger's READY=1 is not believed; one from the service's group is.
+    r.sup.on_notify(
+        4242,
+        crate::notify::Notice {
+            ready: true,
+            status: Some("lies".into()),
+            ..Default::default()
+        },
+    );
+    r.tick();
+    assert_eq!(r.state("db"), "starting");
+    let leader = r.pid("db").unwrap();
+    r.os().groups.insert(777, leader);
+    r.sup.on_notify(
+        777,
+        crate::notify::Notice {
+            ready: true,
+            status: Some("serving".into()),
+            ..Default::default()
+        },
+    );
+    r.tick();
+    assert_eq!(r.state("db"), "running");
+    assert!(ok_text(r.answer(c).unwrap()).contains("started"));
+    assert_eq!(r.state("web"), "running");
+    let st = r.sup.status(r.id("db")).unwrap();
+    assert_eq!(st.status_text.as_deref(), Some("serving"));
+    assert_eq!(st.service_type, "notify");
+}
+
+/// Not ready within TimeoutStartSec: stopped (stop signal, then SIGKILL)
+/// and counted as a failure for Restart.
+#[test]
+fn a_notify_service_not_ready_in_time_is_stopped_and_failed() {
+    let mut r = rig(&[svc(
+        "db",
+        "Type = \"notify\"\nTimeoutStartSec = 5\nRestart = \"on-failure\"\nRestartSec = 1",
+    )]);
+    let pid = r.pid("db").unwrap();
+    r.advance(Duration::from_secs(4));
+    assert_eq!(r.state("db"), "starting");
+    r.advance(Duration::from_secs(1));
+    assert_eq!(r.state("db"), "stopping");
+    assert!(r.os().signals.contains(&(pid, Signal::SIGTERM)));
+    r.exit("db", by(Signal::SIGTERM));
+    assert_eq!(r.state("db"), "auto-restart");
+    let why = r.sup.table.get(r.id("db")).unwrap().m().reason().unwrap();
+    assert!(why.contains("not ready within 5s"), "{why}");
+    r.advance(Duration::from_secs(1));
+    assert_eq!(r.state("db"), "starting");
+    assert_eq!(r.restarts("db"), 1);
+    r.no_violations();
+}
+
+/// Once ready, WATCHDOG=1 must come within WatchdogSec: a miss aborts the
+/// service (SIGABRT, SIGKILL at the stop timeout) and is a failure.
+#[test]
+fn a_missed_watchdog_aborts_the_service() {
+    let mut r = rig(&[svc(
+        "db",
+        "Type = \"notify\"\nWatchdogSec = 3\nTimeoutStopSec = 2",
+    )]);
+    ready(&mut r, "db");
+    let pid = r.pid("db").unwrap();
+    for _ in 0..3 {
+        r.advance(Duration::from_secs(2));
+        r.sup.on_notify(
+            pid,
+            crate::notify::Notice {
+                watchdog: true,
+                ..Default::default()
+            },
+        );
+        r.tick();
+    }
+    assert_eq!(r.state("db"), "running");
+    r.advance(Duration::from_secs(3));
+    assert_eq!(r.state("db"), "stopping");
+    assert!(r.os().signals.contains(&(pid, Signal::SIGABRT)));
+    r.advance(Duration::from_secs(2));
+    assert!(r.os().signals.contains(&(pid, Signal::SIGKILL)));
+    r.exit_pid(pid);
+    assert_eq!(r.state("db"), "failed");
+    let why = r.sup.table.get(r.id("db")).unwrap().m().reason().unwrap();
+    assert!(why.contains("watchdog timeout"), "{why}");
+    r.no_violations();
+}
+
+/// KillSignal is what a stop sends.
+#[test]
+fn kill_signal_is_the_stop_signal() {
+    let mut r = rig(&[svc("a", "KillSignal = \"SIGINT\"")]);
+    let pid = r.pid("a").unwrap();
+    r.send(Request::ServiceStop { name: name("a") });
+    assert_eq!(r.os().signals, vec![(pid, Signal::SIGINT)]);
+}
+
+/// FailureAction/SuccessAction end the system when the service ends for
+/// good on its own; a stop by a user does not, nor does a run that is
+/// restarted.
+#[test]
+fn end_actions_shut_down_when_the_service_ends_for_good() {
+    let mut r = rig(&[svc(
+        "main",
+        "FailureAction = \"poweroff\"\nRestart = \"on-failure\"\nRestartSec = 1\nStartLimitBurst = 2",
+    )]);
+    r.exit("main", code(3));
+    assert!(r.sup.ending.is_none(), "restarted, not ended");
+    r.advance(Duration::from_secs(1));
+    r.exit("main", code(3));
+    assert_eq!(r.state("main"), "failed");
+    assert_eq!(r.sup.ending, Some(Ending::PowerOff));
+
+    let mut r = rig(&[svc("job", "Type = \"oneshot\"\nSuccessAction = \"reboot\"")]);
+    r.exit("job", code(0));
+    assert_eq!(r.sup.ending, Some(Ending::Reboot));
+
+    let mut r = rig(&[svc(
+        "main",
+        "SuccessAction = \"poweroff\"\nFailureAction = \"poweroff\"",
+    )]);
+    r.os().obey_term.insert("main".into());
+    r.send(Request::ServiceStop { name: name("main") });
+    r.sup.on_sigchld();
+    r.tick();
+    assert_eq!(r.state("main"), "inactive");
+    assert!(r.sup.ending.is_none());
 }
