@@ -14,6 +14,10 @@
  * Every line it prints starts with "VMHELPER" and goes to the console fd it
  * kept (CLOEXEC, so init never sees it).
  *
+ * Also installed in the guest's root as /opt/vmtest/vmhelper, where
+ * `vmhelper notify MSG` sends MSG to $NOTIFY_SOCKET as sd_notify does (the
+ * guest's busybox cannot send a Unix datagram).
+ *
  * Build: gcc -static -O2 -o vmhelper vmhelper.c
  */
 #define _GNU_SOURCE
@@ -21,10 +25,12 @@
 #include <fcntl.h>
 #include <stdarg.h>
 #include <stdio.h>
+#include <stdlib.h>
 #include <string.h>
 #include <sys/socket.h>
 #include <sys/stat.h>
 #include <sys/syscall.h>
+#include <sys/un.h>
 #include <sys/types.h>
 #include <sys/wait.h>
 #include <unistd.h>
@@ -143,8 +149,27 @@ static void serve(int ls, const char *listen_err)
     }
 }
 
-int main(void)
+/* sd_notify: one datagram to $NOTIFY_SOCKET. */
+static int notify(const char *msg)
 {
+    const char *path = getenv("NOTIFY_SOCKET");
+    if (!path || strlen(path) >= sizeof(((struct sockaddr_un *)0)->sun_path))
+        return 2;
+    struct sockaddr_un a = {.sun_family = AF_UNIX};
+    strcpy(a.sun_path, path);
+    int s = socket(AF_UNIX, SOCK_DGRAM | SOCK_CLOEXEC, 0);
+    if (s < 0)
+        return 1;
+    ssize_t n = sendto(s, msg, strlen(msg), 0, (struct sockaddr *)&a, sizeof a);
+    close(s);
+    return n < 0;
+}
+
+int main(int argc, char **args)
+{
+    if (argc == 3 && strcmp(args[1], "notify") == 0)
+        return notify(args[2]);
+
     int open_fds[3];
     for (int fd = 0; fd < 3; fd++)
         open_fds[fd] = fcntl(fd, F_GETFD) != -1;

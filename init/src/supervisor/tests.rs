@@ -807,7 +807,7 @@ impl Rng {
     }
 }
 
-const NAMES: [&str; 4] = ["a", "b", "c", "d"];
+const NAMES: [&str; 6] = ["a", "b", "c", "d", "e", "f"];
 
 /// One random schedule; panics with the seed on the first broken invariant.
 fn schedule(seed: u64, steps: usize) {
@@ -817,6 +817,8 @@ fn schedule(seed: u64, steps: usize) {
         svc("b", "Restart = \"on-failure\"\nRestartSec = 1\nTimeoutStopSec = 2"),
         svc("c", "Restart = \"no\"\nAfter = [\"a\"]"),
         svc("d", "Restart = \"always\"\nRestartSec = 2\nStartLimitBurst = 3\nStartLimitIntervalSec = 10\nAfter = [\"b\"]"),
+        svc("e", "Type = \"notify\"\nRestart = \"on-failure\"\nRestartSec = 1\nTimeoutStartSec = 3\nWatchdogSec = 2\nTimeoutStopSec = 2\nAfter = [\"b\"]"),
+        svc("f", "Type = \"oneshot\"\nAfter = [\"e\"]"),
     ];
     let mut r = rig(&files);
     r.os().obey_term.insert(name("a"));
@@ -901,6 +903,35 @@ fn schedule(seed: u64, steps: usize) {
                     "no client".into()
                 }
             }
+            78..=84 => {
+                // READY=1 or WATCHDOG=1 from any live process (its service's
+                // or another's).
+                let live: Vec<i32> = r
+                    .os()
+                    .procs
+                    .iter()
+                    .filter(|(_, p)| p.exit.is_none())
+                    .map(|(pid, _)| *pid)
+                    .collect();
+                match live.get(rng.below(live.len().max(1))) {
+                    Some(&pid) => {
+                        let ready = rng.below(2) == 0;
+                        r.sup.on_notify(
+                            pid,
+                            crate::notify::Notice {
+                                ready,
+                                watchdog: !ready,
+                                status: None,
+                            },
+                        );
+                        format!(
+                            "pid {pid} says {}",
+                            if ready { "READY" } else { "WATCHDOG" }
+                        )
+                    }
+                    None => "no live process".into(),
+                }
+            }
             _ => {
                 let ms = [0, 1, 50, 100, 999, 1000, 2000, 4000][rng.below(8)];
                 r.advance(Duration::from_millis(ms));
@@ -932,6 +963,12 @@ fn schedule(seed: u64, steps: usize) {
                     format!("{n} has {} live processes", r.os().live_of(n)),
                     &log,
                 );
+            }
+            // Down (inactive, failed, a oneshot done): nothing of it runs.
+            let id = r.id(n);
+            let down = r.sup.table.get(id).unwrap().state().down();
+            if down && r.os().live_of(n) > 0 {
+                fail(format!("{n} is {} with a live process", r.state(n)), &log);
             }
             let c = r.restarts(n);
             if c < counts.get(n).copied().unwrap_or(0) {

@@ -120,6 +120,16 @@ within 50 whole
 kill -9 "$(initctl --json status escaper | sed -n 's/.*"pid":\([0-9]*\).*/\1/p')"
 check cgroup-one-copy-after-crash within 50 restarted_once
 
+# Service types: the oneshot finished before what requires it started; the
+# notify service (run as nobody) is running once it said READY=1 (vm-test
+# checks from init's console lines that what is ordered after it started
+# only then).
+check oneshot-exited sh -c 'initctl --json status keys | grep -q "\"state\":\"exited\""'
+check oneshot-before-dependent sh -c 'initctl --json status app | grep -q "\"state\":\"running\"" && initctl logs app | grep -q "app has the key"'
+ready_running() { initctl --json status ready | grep -q "\"state\":\"running\""; }
+check notify-ready within 50 ready_running
+check notify-user sh -c 'p=$(initctl --json status ready | sed -n "s/.*\"pid\":\([0-9]*\).*/\1/p"); grep -E "^Uid:[[:space:]]+65534" /proc/$p/status'
+
 # PID 1 reaps orphans: the helper's child exited long ago; no zombies.
 check no-zombies sh -c '! grep -l "^State:.*Z" /proc/[0-9]*/status'
 
