@@ -31,9 +31,10 @@ pub enum Reply {
     /// Held: the answer comes later as `Out::Answer` (or never, if the
     /// client goes away first).
     Later,
-    /// The connection now follows a service's log: this first answer, then
-    /// `Out::Stream` lines.
-    Stream(Response),
+    /// The connection now follows a service's log or the events: these
+    /// first answers (the last lines; the kept events), then `Out::Stream`
+    /// or `Out::Broadcast` responses.
+    Stream(Vec<Response>),
 }
 
 pub(super) enum Wait {
@@ -103,7 +104,9 @@ impl<O: Os> Supervisor<O> {
             | Request::SystemStatus
             | Request::SystemReload
             | Request::SystemShutdown
-            | Request::SystemReboot => None,
+            | Request::SystemReboot
+            | Request::Events { .. }
+            | Request::Metrics => None,
         };
         if let Some(n) = &name {
             if let Err(e) = unit::validate_name(n) {
@@ -138,8 +141,31 @@ impl<O: Os> Supervisor<O> {
                 Some(id) => self.restart_request(client, id, &name),
                 None => unknown(),
             },
-            Request::ServiceEnable { now: start, .. } => Reply::Now(self.enable(&name, start)),
-            Request::ServiceDisable { .. } => self.disable(client, &name),
+            Request::ServiceEnable { now: start, .. } => {
+                let r = self.enable(&name, start);
+                self.emit_result("enable", Some(&name), &r);
+                Reply::Now(r)
+            }
+            Request::ServiceDisable { .. } => {
+                let r = self.disable(client, &name);
+                match &r {
+                    Reply::Now(r) => self.emit_result("disable", Some(&name), r),
+                    // Renamed; the answer waits for the stop.
+                    Reply::Later | Reply::Stream(_) => self.emit_result(
+                        "disable",
+                        Some(&name),
+                        &Response::ok(format!("Service '{name}' disabled; stopping it")),
+                    ),
+                }
+                r
+            }
+            Request::Events { since } => self.follow_events(client, since),
+            Request::Metrics => {
+                let (init, services) = self.figures();
+                now(Response::Metrics {
+                    text: crate::metrics::render(&init, &services),
+                })
+            }
             Request::ServiceLogs { lines, .. } => match id {
                 Some(id) => now(Response::ServiceLogs {
                     logs: self.tail(id, lines),
@@ -150,7 +176,7 @@ impl<O: Os> Supervisor<O> {
                 Some(id) => {
                     let logs = self.tail(id, lines);
                     self.followers.insert(client, id);
-                    Reply::Stream(Response::ServiceLogs { logs })
+                    Reply::Stream(vec![Response::ServiceLogs { logs }])
                 }
                 None => unknown(),
             },
@@ -281,6 +307,12 @@ impl<O: Os> Supervisor<O> {
                 if by_signal {
                     info!("SIGHUP: {msg}");
                 }
+                let r = if msg.starts_with("reload failed") {
+                    Response::err(msg.clone())
+                } else {
+                    Response::ok(msg.clone())
+                };
+                self.emit_result("reload", None, &r);
                 Response::ok(msg)
             }
         };
