@@ -476,6 +476,7 @@ impl Conn {
 
     /// Queue new lines for a follower; drop a follower that stopped reading.
     pub fn send_follow(&mut self, r: &Response, now: Instant) {
+        // Already dropped (earlier in this batch): nothing more to hold.
         if self.broken {
             return;
         }
@@ -616,6 +617,37 @@ mod tests {
         // Small answers are encoded at once, in one piece.
         c.answer(Response::ServiceLogs { logs: vec![] }, now);
         assert_eq!(c.outbuf, b"{\"ServiceLogs\":{\"logs\":[]}}\n");
+    }
+
+    /// A follower that stopped reading is dropped past FOLLOW_LIMIT, and
+    /// what comes after in the same batch (a burst of events) is not
+    /// queued for it any more.
+    #[test]
+    fn a_dropped_follower_queues_nothing_more() {
+        let (a, _b) = std::os::unix::net::UnixStream::pair().unwrap();
+        a.set_nonblocking(true).unwrap();
+        let who = Who {
+            peer: Peer::Unix {
+                uid: 0,
+                gid: 0,
+                pid: 1,
+            },
+            role: Role::Full,
+        };
+        let now = Instant::now();
+        let mut c = Conn::new(Stream::Unix(mio::net::UnixStream::from_std(a)), who, now);
+        c.start_follow(vec![], now);
+        let line = Response::ok("x".repeat(1000));
+        while !c.broken {
+            c.send_follow(&line, now);
+            c.flush(now);
+        }
+        let at_drop = c.queued();
+        assert!(at_drop <= super::FOLLOW_LIMIT + 2000, "{at_drop}");
+        for _ in 0..10_000 {
+            c.send_follow(&line, now);
+        }
+        assert_eq!(c.queued(), at_drop);
     }
 
     fn end(input: &[u8]) -> Option<usize> {
