@@ -397,3 +397,35 @@ fn a_read_only_peer_follows_events_and_reads_metrics_needs_root() {
     let _ = ev.kill();
     let _ = ev.wait();
 }
+
+#[test]
+fn shutdown_begun_then_a_final_event_with_each_last_exit_then_the_end() {
+    let mut init = Init::start(&[("s", &sleeper("")), ("t", &sleeper(""))]);
+    let mut f = Follower::new(&init, None);
+    assert_eq!(init.request(r#""Ping""#), Value::String("Pong".into()));
+    let r = init.request(r#""SystemShutdown""#);
+    assert!(r.get("Success").is_some(), "{r}");
+    let got = f.until(|e| e["kind"] == "final");
+    assert_eq!(got[0]["kind"], "shutdown");
+    let fin = got.last().unwrap();
+    let notes: Vec<String> = fin["services"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|n| {
+            format!(
+                "{} {} {} {}",
+                n["name"], n["state"], n["exit_status"], n["signal"]
+            )
+        })
+        .collect();
+    assert_eq!(
+        notes,
+        [
+            r#""s" "inactive" 143 "SIGTERM""#,
+            r#""t" "inactive" 143 "SIGTERM""#
+        ]
+    );
+    assert!(f.next().is_none(), "the stream ends with init");
+    assert!(init.wait_exit(TIMEOUT).is_some());
+}
