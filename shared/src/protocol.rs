@@ -112,9 +112,10 @@ pub enum Response {
         status: SystemStatus,
     },
     Pong,
-    /// One event of an `Events` stream.
+    /// One event of an `Events` stream (boxed: an event is much larger
+    /// than most responses; the JSON is the same).
     Event {
-        event: Event,
+        event: Box<Event>,
     },
     /// The answer to `Metrics`: Prometheus text exposition format 0.0.4.
     Metrics {

@@ -29,7 +29,7 @@ impl<O: Os> Supervisor<O> {
         if !self.event_followers.is_empty() {
             let to = self.event_followers.iter().copied().collect();
             self.out
-                .push(Out::Broadcast(to, Response::Event { event: e }));
+                .push(Out::Broadcast(to, Response::Event { event: Box::new(e) }));
         }
     }
 
@@ -41,7 +41,9 @@ impl<O: Os> Supervisor<O> {
         Reply::Stream(
             first
                 .into_iter()
-                .map(|event| Response::Event { event })
+                .map(|event| Response::Event {
+                    event: Box::new(event),
+                })
                 .collect(),
         )
     }

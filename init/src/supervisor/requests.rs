@@ -23,7 +23,9 @@ pub const RESTART_GRACE: Duration = Duration::from_millis(100);
 /// sent, JSON escapes included.
 pub const MAX_LOGS_RESPONSE: usize = 4 * 1024 * 1024;
 
-/// What a request means for its connection.
+/// What a request means for its connection (short-lived: the size of
+/// `Now` does not matter).
+#[allow(clippy::large_enum_variant)]
 #[derive(Debug, PartialEq)]
 pub enum Reply {
     /// The answer, now.
