@@ -59,7 +59,10 @@ fn expensive(r: &Request) -> bool {
         Request::SystemReload
         | Request::ServiceEnable { .. }
         | Request::ServiceLogs { .. }
-        | Request::ServiceLogsFollow { .. } => true,
+        | Request::ServiceLogsFollow { .. }
+        | Request::Metrics => true,
+        // A backlog to encode, like the last lines of a log.
+        Request::Events { since } => since.is_some(),
         Request::ListServices
         | Request::ServiceStatus { .. }
         | Request::ServiceStart { .. }
@@ -534,7 +537,10 @@ impl Clients {
             let Some(who) = self.conns.get(&cid).map(|c| c.who) else {
                 return false;
             };
-            let reply = sup.request(cid, &who, req);
+            let mut reply = sup.request(cid, &who, req);
+            if let Reply::Now(Response::Metrics { text }) = &mut reply {
+                crate::metrics::refused(text, self.unix_refused.total, self.vsock_refused.total);
+            }
             if let Some(c) = self.conns.get_mut(&cid) {
                 match reply {
                     Reply::Now(r) => c.answer(r, now),
@@ -600,6 +606,14 @@ impl Clients {
                         c.flush(now);
                     }
                 }
+                Out::Broadcast(cids, r) => {
+                    for cid in cids {
+                        if let Some(c) = self.conns.get_mut(&cid) {
+                            c.send_follow(&r, now);
+                            c.flush(now);
+                        }
+                    }
+                }
             }
         }
         answered
@@ -615,12 +629,16 @@ impl Clients {
     ) -> Vec<ClientId> {
         let mut again = Vec::new();
         let out = sup.take_out();
-        let touched: Vec<ClientId> = out
-            .iter()
-            .map(|o| match o {
-                Out::Answer(c, _) | Out::Stream(c, _) => *c,
-            })
-            .collect();
+        let mut touched: Vec<ClientId> = Vec::new();
+        for o in &out {
+            match o {
+                Out::Answer(c, _) | Out::Stream(c, _) => touched.push(*c),
+                Out::Broadcast(cs, _) => touched.extend(cs),
+            }
+        }
+        // Once each (a burst of events touches every follower many times).
+        let mut seen = std::collections::BTreeSet::new();
+        touched.retain(|c| seen.insert(*c));
         let answered = self.deliver(out, now);
         for cid in touched {
             if answered.contains(&cid) {

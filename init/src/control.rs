@@ -27,7 +27,7 @@ pub const IDLE_TIMEOUT: Duration = Duration::from_secs(30);
 pub const REQUEST_TIMEOUT: Duration = Duration::from_secs(10);
 /// While this much output is queued, no further request is read.
 pub const OUT_HIGH_WATER: usize = 256 * 1024;
-/// A `logs -f` follower whose queue grows past this is dropped.
+/// A `logs -f` or events follower whose queue grows past this is dropped.
 pub const FOLLOW_LIMIT: usize = 1024 * 1024;
 /// A long log answer is encoded into the queue while less than this is
 /// queued.
@@ -95,7 +95,8 @@ pub struct Conn {
     pub broken: bool,
     /// A request is waiting for something (a stop); later ones wait too.
     pub busy: bool,
-    /// Streaming new log lines (`logs -f`): no more requests are read.
+    /// Streaming new log lines (`logs -f`) or events: no more requests
+    /// are read.
     pub following: bool,
     /// What is still queued of a follower's first answer: allowed on top
     /// of `FOLLOW_LIMIT`, so a follower taking in a large backlog is not
@@ -463,15 +464,22 @@ impl Conn {
         }
     }
 
-    /// Become a follower, after `first` (the last lines).
-    pub fn start_follow(&mut self, first: Response, now: Instant) {
-        self.answer(first, now);
+    /// Become a follower, after `first` (the last lines, or the kept
+    /// events).
+    pub fn start_follow(&mut self, first: Vec<Response>, now: Instant) {
+        for r in first {
+            self.answer(r, now);
+        }
         self.following = true;
         self.follow_allowance = self.queued();
     }
 
     /// Queue new lines for a follower; drop a follower that stopped reading.
     pub fn send_follow(&mut self, r: &Response, now: Instant) {
+        // Already dropped (earlier in this batch): nothing more to hold.
+        if self.broken {
+            return;
+        }
         self.follow_allowance = self.follow_allowance.min(self.queued());
         self.send(r, now);
         if self.queued() > FOLLOW_LIMIT.saturating_add(self.follow_allowance) {
@@ -609,6 +617,37 @@ mod tests {
         // Small answers are encoded at once, in one piece.
         c.answer(Response::ServiceLogs { logs: vec![] }, now);
         assert_eq!(c.outbuf, b"{\"ServiceLogs\":{\"logs\":[]}}\n");
+    }
+
+    /// A follower that stopped reading is dropped past FOLLOW_LIMIT, and
+    /// what comes after in the same batch (a burst of events) is not
+    /// queued for it any more.
+    #[test]
+    fn a_dropped_follower_queues_nothing_more() {
+        let (a, _b) = std::os::unix::net::UnixStream::pair().unwrap();
+        a.set_nonblocking(true).unwrap();
+        let who = Who {
+            peer: Peer::Unix {
+                uid: 0,
+                gid: 0,
+                pid: 1,
+            },
+            role: Role::Full,
+        };
+        let now = Instant::now();
+        let mut c = Conn::new(Stream::Unix(mio::net::UnixStream::from_std(a)), who, now);
+        c.start_follow(vec![], now);
+        let line = Response::ok("x".repeat(1000));
+        while !c.broken {
+            c.send_follow(&line, now);
+            c.flush(now);
+        }
+        let at_drop = c.queued();
+        assert!(at_drop <= super::FOLLOW_LIMIT + 2000, "{at_drop}");
+        for _ in 0..10_000 {
+            c.send_follow(&line, now);
+        }
+        assert_eq!(c.queued(), at_drop);
     }
 
     fn end(input: &[u8]) -> Option<usize> {

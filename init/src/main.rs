@@ -27,8 +27,10 @@ mod check;
 mod clients;
 mod config;
 mod control;
+mod events;
 mod graph;
 mod logs;
+mod metrics;
 mod notify;
 mod os;
 

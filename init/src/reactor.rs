@@ -141,6 +141,10 @@ impl Reactor {
                 error!("internal error while settling; carrying on");
             }
             if let Some(ending) = self.sup.finished() {
+                // The last event, to followers as far as their sockets
+                // take it now.
+                self.sup.final_event();
+                self.deliver(Instant::now());
                 self.clients.close();
                 return ending;
             }

@@ -52,6 +52,9 @@ Commands:
   reboot                   Reboot the enclave
   shutdown                 Shut the enclave down
   ping                     Check that init answers
+  events                   Print init's events as they happen, until stopped
+      --since <N>          First every kept event after number N
+  metrics                  Print Prometheus text exposition metrics
 
 Options (anywhere on the line):
   -c, --config <PATH>      Config file [env: INITCTL_CONFIG] [default: /etc/initctl.yaml]
@@ -92,6 +95,10 @@ pub enum Command {
     Reboot,
     Shutdown,
     Ping,
+    Events {
+        since: Option<u64>,
+    },
+    Metrics,
 }
 
 impl Command {
@@ -130,6 +137,8 @@ impl Command {
             Command::Reboot => Request::SystemReboot,
             Command::Shutdown => Request::SystemShutdown,
             Command::Ping => Request::Ping,
+            Command::Events { since } => Request::Events { since: *since },
+            Command::Metrics => Request::Metrics,
         }
     }
 }
@@ -221,6 +230,7 @@ pub fn parse_args(args: Vec<OsString>) -> Result<Action, String> {
         .map_err(e("--lines"))?;
     let follow = p.contains(["-f", "--follow"]);
     let now = p.contains("--now");
+    let since: Option<u64> = p.opt_value_from_str("--since").map_err(e("--since"))?;
 
     let mut words = Vec::new();
     for arg in p.finish() {
@@ -261,6 +271,8 @@ pub fn parse_args(args: Vec<OsString>) -> Result<Action, String> {
         "reboot" => Command::Reboot,
         "shutdown" => Command::Shutdown,
         "ping" => Command::Ping,
+        "events" => Command::Events { since },
+        "metrics" => Command::Metrics,
         other => return Err(format!("unknown command '{other}'")),
     };
     if let Some(extra) = words.next() {
@@ -269,6 +281,9 @@ pub fn parse_args(args: Vec<OsString>) -> Result<Action, String> {
     let is_logs = matches!(command, Command::Logs { .. });
     if !is_logs && (lines.is_some() || follow) {
         return Err("-n/--lines and -f/--follow go with 'logs' only".into());
+    }
+    if since.is_some() && !matches!(command, Command::Events { .. }) {
+        return Err("--since goes with 'events' only".into());
     }
     if now && !matches!(command, Command::Enable { .. }) {
         return Err("--now goes with 'enable' only".into());
@@ -393,6 +408,10 @@ fn show(cli: &Cli, line: &str, response: &Response) -> Result<i32, Fail> {
                     stderr: String::new(),
                 }
             }
+            (_, Response::Event { event }) => render::Rendered {
+                stdout: render::event_line(event),
+                stderr: String::new(),
+            },
             _ => render::render(response),
         };
         write_stdout(&r.stdout)?;
@@ -414,8 +433,21 @@ fn exchange(cli: &Cli, endpoint: &Endpoint) -> Result<i32, Fail> {
             )));
         }
     }
-    let mut deadline = Some(deadline);
+    let following = matches!(
+        cli.command,
+        Command::Logs { follow: true, .. } | Command::Events { .. }
+    );
+    // Events come when they happen: no time limit on the first one.
+    let events = matches!(cli.command, Command::Events { .. });
+    let mut deadline = (!events).then_some(deadline);
     loop {
+        if deadline.is_none() && !conn.has_line() {
+            match conn.wait_readable_or_gone(io::stdout().as_fd()) {
+                Ok(true) => return Ok(EXIT_OK),
+                Ok(false) => {}
+                Err(e) => return Err(fail(format!("poll: {e}"))),
+            }
+        }
         let line = match conn.read_line(deadline) {
             Ok(Some(line)) => line,
             Ok(None) if deadline.is_none() => return Ok(EXIT_OK),
@@ -434,20 +466,12 @@ fn exchange(cli: &Cli, endpoint: &Endpoint) -> Result<i32, Fail> {
         };
         let response = parse_response(&line, endpoint)?;
         let code = show(cli, &line, &response)?;
-        let following = matches!(cli.command, Command::Logs { follow: true, .. });
         if !following || code != EXIT_OK {
             return Ok(code);
         }
         // Following: no time limit after the first answer; stop quietly
         // when our reader goes away even if no new line comes.
         deadline = None;
-        if !conn.has_line() {
-            match conn.wait_readable_or_gone(io::stdout().as_fd()) {
-                Ok(true) => return Ok(EXIT_OK),
-                Ok(false) => {}
-                Err(e) => return Err(fail(format!("poll: {e}"))),
-            }
-        }
     }
 }
 

@@ -1,6 +1,6 @@
 //! Turning responses into the text a person reads, as the seed printed it.
 
-use shared::protocol::{Response, ServiceStatus, ServiceSummary, SystemStatus};
+use shared::protocol::{Event, Response, ServiceNote, ServiceStatus, ServiceSummary, SystemStatus};
 use std::fmt::Write;
 
 /// What to print for one response.
@@ -23,6 +23,8 @@ pub fn render(response: &Response) -> Rendered {
         Response::ServiceLogs { logs } => out.stdout = log_lines(logs),
         Response::SystemStatus { status } => out.stdout = system_status(status),
         Response::Pong => out.stdout = "✓ Pong - init system is responsive\n".into(),
+        Response::Event { event } => out.stdout = event_line(event),
+        Response::Metrics { text } => out.stdout = text.clone(),
     }
     out
 }
@@ -152,6 +154,86 @@ pub fn system_status(st: &SystemStatus) -> String {
         st.service_dir,
         st.log_dir
     )
+}
+
+/// One readable line for an event: time, number, then what happened.
+pub fn event_line(e: &Event) -> String {
+    let mut s = format!("{} #{} ", e.time, e.seq);
+    let svc = e.service.as_deref().unwrap_or("");
+    match e.kind.as_str() {
+        "state" => {
+            let _ = write!(
+                s,
+                "{svc}: {} -> {}",
+                e.from.as_deref().unwrap_or("?"),
+                e.to.as_deref().unwrap_or("?")
+            );
+            let mut more = Vec::new();
+            if let Some(pid) = e.pid {
+                more.push(format!("pid {pid}"));
+            }
+            if let Some(sig) = &e.signal {
+                more.push(format!("killed by {sig}"));
+            } else if let Some(c) = e.exit_code {
+                more.push(format!("exit code {c}"));
+            }
+            if let Some(n) = e.restart_count.filter(|n| *n > 0) {
+                more.push(format!("restarts {n}"));
+            }
+            if !more.is_empty() {
+                let _ = write!(s, " ({})", more.join(", "));
+            }
+            if let Some(r) = &e.reason {
+                let _ = write!(s, ": {r}");
+            }
+        }
+        "boot-finished" | "final" => {
+            let _ = write!(s, "{}", e.kind);
+            if let Some(m) = &e.message {
+                let _ = write!(s, ": {m}");
+            }
+            let notes: Vec<String> = e.services.iter().map(note).collect();
+            if !notes.is_empty() {
+                let _ = write!(s, " [{}]", notes.join("; "));
+            }
+        }
+        kind => {
+            let _ = write!(s, "{kind}");
+            if !svc.is_empty() {
+                let _ = write!(s, " {svc}");
+            }
+            if let Some(ok) = e.ok {
+                let _ = write!(s, " {}", if ok { "ok" } else { "failed" });
+            }
+            if let Some(m) = e.message.as_ref().or(e.reason.as_ref()) {
+                let _ = write!(s, ": {m}");
+            }
+        }
+    }
+    // One line, whatever the texts hold.
+    let mut s: String = s
+        .chars()
+        .map(|c| if c.is_control() { ' ' } else { c })
+        .collect();
+    s.push('\n');
+    s
+}
+
+fn note(n: &ServiceNote) -> String {
+    let mut s = format!("{} {}", n.name, n.state);
+    match (&n.signal, n.exit_status) {
+        (Some(sig), _) => {
+            let _ = write!(s, " killed by {sig}");
+        }
+        (None, Some(c)) => {
+            let _ = write!(s, " exit {c}");
+        }
+        (None, None) => {}
+    }
+    if let Some(r) = &n.reason {
+        let _ = write!(s, " ({r})");
+    }
+    s
 }
 
 #[cfg(test)]

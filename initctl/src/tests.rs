@@ -344,3 +344,50 @@ fn exit_codes() {
         (0, 1, 2, 3)
     );
 }
+
+// ----- events and metrics ----------------------------------------------------
+
+#[test]
+fn events_and_metrics_parse() {
+    assert_eq!(cli("events").command, Command::Events { since: None });
+    let c = cli("events --since 42 --json");
+    assert_eq!(c.command, Command::Events { since: Some(42) });
+    assert!(c.json);
+    assert_eq!(c.command.request(), Request::Events { since: Some(42) });
+    assert_eq!(cli("metrics").command.request(), Request::Metrics);
+    assert!(usage_error("list --since 3").contains("--since"));
+    assert!(usage_error("events --since x").contains("--since"));
+}
+
+#[test]
+fn an_event_is_one_readable_line() {
+    let e = shared::protocol::Event {
+        seq: 7,
+        time: "2026-03-01T11:54:56.789Z".into(),
+        kind: "state".into(),
+        service: Some("web".into()),
+        from: Some("running".into()),
+        to: Some("auto-restart".into()),
+        pid: Some(42),
+        exit_code: Some(3),
+        reason: Some("exited with code 3\nsecond line".into()),
+        restart_count: Some(2),
+        ..Default::default()
+    };
+    assert_eq!(
+        render::event_line(&e),
+        "2026-03-01T11:54:56.789Z #7 web: running -> auto-restart (pid 42, exit code 3, restarts 2): exited with code 3 second line\n"
+    );
+    let r = shared::protocol::Event {
+        seq: 8,
+        time: "t".into(),
+        kind: "reload".into(),
+        ok: Some(false),
+        message: Some("reload failed: x".into()),
+        ..Default::default()
+    };
+    assert_eq!(
+        render::event_line(&r),
+        "t #8 reload failed: reload failed: x\n"
+    );
+}

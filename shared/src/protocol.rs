@@ -46,6 +46,15 @@ pub enum Request {
     SystemReboot,
     SystemShutdown,
     Ping,
+    /// Stream events (`Response::Event`, one per line) until the client
+    /// closes: those kept after `since` first (or a `lost` event when some
+    /// of them are gone), then each new one. Without `since`, new ones only.
+    Events {
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        since: Option<u64>,
+    },
+    /// The Prometheus text exposition of init and its services.
+    Metrics,
 }
 
 impl Request {
@@ -59,7 +68,9 @@ impl Request {
             | Request::ServiceStatus { .. }
             | Request::SystemStatus
             | Request::ServiceLogs { .. }
-            | Request::ServiceLogsFollow { .. } => true,
+            | Request::ServiceLogsFollow { .. }
+            | Request::Events { .. }
+            | Request::Metrics => true,
             Request::ServiceStart { .. }
             | Request::ServiceStop { .. }
             | Request::ServiceRestart { .. }
@@ -82,13 +93,96 @@ fn is_false(b: &bool) -> bool {
 #[allow(clippy::large_enum_variant)]
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub enum Response {
-    Success { message: String },
-    Error { message: String },
-    ServiceList { services: Vec<ServiceSummary> },
-    ServiceStatus { status: ServiceStatus },
-    ServiceLogs { logs: Vec<String> },
-    SystemStatus { status: SystemStatus },
+    Success {
+        message: String,
+    },
+    Error {
+        message: String,
+    },
+    ServiceList {
+        services: Vec<ServiceSummary>,
+    },
+    ServiceStatus {
+        status: ServiceStatus,
+    },
+    ServiceLogs {
+        logs: Vec<String>,
+    },
+    SystemStatus {
+        status: SystemStatus,
+    },
     Pong,
+    /// One event of an `Events` stream (boxed: an event is much larger
+    /// than most responses; the JSON is the same).
+    Event {
+        event: Box<Event>,
+    },
+    /// The answer to `Metrics`: Prometheus text exposition format 0.0.4.
+    Metrics {
+        text: String,
+    },
+}
+
+/// Something that happened in init: the same fields for every kind, those
+/// that do not apply left out (null when read). `kind` is one of:
+/// `state` (a service changed state: `from`, `to`, `pid`, `exit_code` or
+/// `signal` when a process ended, `reason`, `restart_count`), `ready`,
+/// `start-limit`, `enable`, `disable`, `reload` (`ok`, `message`),
+/// `boot-finished` (`services`: those that did not come up), `shutdown`,
+/// `reboot`, `final` (`services`: each one's last exit, just before init
+/// ends), and `lost` (`lost` events after `since` are no longer kept).
+/// A client should ignore kinds it does not know.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+pub struct Event {
+    /// 1 for the first event of a boot, then one more for each.
+    pub seq: u64,
+    /// Wall-clock time, RFC 3339 UTC with milliseconds.
+    pub time: String,
+    /// `/proc/sys/kernel/random/boot_id` (empty if unreadable).
+    pub boot_id: String,
+    pub kind: String,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub service: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub from: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub to: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub pid: Option<u32>,
+    /// The code a process exited with (not set when a signal ended it).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub exit_code: Option<i32>,
+    /// The signal that ended a process, e.g. `SIGKILL`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub signal: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub reason: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub restart_count: Option<u32>,
+    /// Whether an enable, disable or reload worked.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub ok: Option<bool>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub message: Option<String>,
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub services: Vec<ServiceNote>,
+    /// How many events were lost (`lost` only).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub lost: Option<u64>,
+}
+
+/// One service in a `boot-finished` or `final` event.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+pub struct ServiceNote {
+    pub name: String,
+    pub state: String,
+    /// Exit code, or 128+N for death by signal N; null if it never ended.
+    #[serde(default)]
+    pub exit_status: Option<i32>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub signal: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub reason: Option<String>,
 }
 
 impl Response {
@@ -212,6 +306,21 @@ mod tests {
             }
         );
         assert_eq!(serde_json::to_string(&Response::Pong).unwrap(), r#""Pong""#);
+        let r: Request = serde_json::from_str(r#"{"Events":{}}"#).unwrap();
+        assert_eq!(r, Request::Events { since: None });
+        let r: Request = serde_json::from_str(r#"{"Events":{"since":7}}"#).unwrap();
+        assert_eq!(r, Request::Events { since: Some(7) });
+        assert_eq!(
+            serde_json::to_string(&Request::Metrics).unwrap(),
+            r#""Metrics""#
+        );
+        let e: Response = serde_json::from_str(
+            r#"{"Event":{"event":{"seq":1,"time":"t","boot_id":"b","kind":"new-kind","extra":1}}}"#,
+        )
+        .unwrap();
+        assert!(
+            matches!(e, Response::Event { event } if event.kind == "new-kind" && event.seq == 1)
+        );
         assert_eq!(
             serde_json::to_string(&Response::err("no")).unwrap(),
             r#"{"Error":{"message":"no"}}"#

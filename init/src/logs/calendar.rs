@@ -14,6 +14,14 @@ pub(super) fn timestamp(t: SystemTime) -> String {
     format_unix_millis(ms)
 }
 
+/// RFC 3339 in UTC with milliseconds, `YYYY-MM-DDTHH:MM:SS.mmmZ` (the
+/// time of events).
+pub fn rfc3339(t: SystemTime) -> String {
+    let mut s = timestamp(t).replacen(' ', "T", 1);
+    s.push('Z');
+    s
+}
+
 /// `YYYY-MM-DD HH:MM:SS.mmm` for milliseconds since the Unix epoch, UTC.
 fn format_unix_millis(ms: i64) -> String {
     let days = ms.div_euclid(86_400_000);
@@ -67,6 +75,7 @@ mod tests {
         );
         let t = UNIX_EPOCH + Duration::from_millis(951_782_400_123);
         assert_eq!(timestamp(t), "2000-02-29 00:00:00.123");
+        assert_eq!(rfc3339(t), "2000-02-29T00:00:00.123Z");
         // Extremes must not panic.
         let _ = format_unix_millis(i64::MAX);
         let _ = format_unix_millis(i64::MIN);

@@ -66,6 +66,7 @@ mod tail;
 mod test_util;
 mod writer;
 
+pub use calendar::rfc3339;
 use calendar::timestamp;
 use framing::{Batch, Framer};
 use ring::Ring;

@@ -24,6 +24,7 @@ use std::path::{Path, PathBuf};
 use std::time::Instant;
 
 mod deps;
+mod report;
 mod requests;
 mod table;
 #[cfg(test)]
@@ -88,6 +89,8 @@ pub enum Out {
     Answer(ClientId, Response),
     /// New lines for a follower.
     Stream(ClientId, Response),
+    /// An event for these followers of events (one copy for all).
+    Broadcast(Vec<ClientId>, Response),
 }
 
 enum Work {
@@ -123,6 +126,13 @@ pub struct Supervisor<O: Os> {
     held: Vec<Held>,
     /// Followers: which service each streaming client follows.
     followers: BTreeMap<ClientId, usize>,
+    /// The events kept, and the clients that follow them.
+    events: crate::events::Events,
+    event_followers: BTreeSet<ClientId>,
+    /// The boot-finished event was sent (or shutdown began before it).
+    boot_reported: bool,
+    /// The final event was sent.
+    final_reported: bool,
     /// Clients waiting for the reload at the end of this turn.
     reload_waiters: Vec<ClientId>,
     /// A SIGHUP asked for a reload this turn (served by the same one).
@@ -150,6 +160,10 @@ impl<O: Os> Supervisor<O> {
             stops_queued: false,
             held: Vec::new(),
             followers: BTreeMap::new(),
+            events: crate::events::Events::new(crate::events::read_boot_id()),
+            event_followers: BTreeSet::new(),
+            boot_reported: false,
+            final_reported: false,
             reload_waiters: Vec::new(),
             reload_by_signal: false,
             out: Vec::new(),
@@ -297,6 +311,7 @@ impl<O: Os> Supervisor<O> {
     pub fn client_gone(&mut self, client: ClientId) {
         self.held.retain(|h| h.client != client);
         self.followers.remove(&client);
+        self.event_followers.remove(&client);
         self.reload_waiters.retain(|c| *c != client);
     }
 
@@ -322,6 +337,7 @@ impl<O: Os> Supervisor<O> {
         self.answer_reloads();
         self.answer_held();
         self.forget_removed();
+        self.report_boot();
     }
 
     pub fn has_out(&self) -> bool {
@@ -365,6 +381,7 @@ impl<O: Os> Supervisor<O> {
             }
         );
         self.ending = Some(how);
+        self.emit_ending(how);
         self.stop_queue.extend(self.table.ids());
         self.queue_stops();
     }
@@ -425,6 +442,11 @@ impl<O: Os> Supervisor<O> {
 
     fn feed(&mut self, id: usize, ev: Event) {
         let now = self.os.now();
+        let from = self.table.get(id).map_or("", |s| s.state().name());
+        let exit = match &ev {
+            Event::Exited(e) => Some(*e),
+            _ => None,
+        };
         let Some((step, changed)) = self.table.feed(id, ev, now) else {
             return;
         };
@@ -442,6 +464,15 @@ impl<O: Os> Supervisor<O> {
             Action::None => {}
         }
         if changed {
+            self.emit_state(id, from, exit);
+            if from == State::Starting.name()
+                && self
+                    .table
+                    .get(id)
+                    .is_some_and(|s| *s.state() == State::Running)
+            {
+                self.emit_ready(id);
+            }
             self.queue.push_back(Work::Changed(id));
         }
         if let Some(success) = step.ended {

@@ -23,7 +23,9 @@ pub const RESTART_GRACE: Duration = Duration::from_millis(100);
 /// sent, JSON escapes included.
 pub const MAX_LOGS_RESPONSE: usize = 4 * 1024 * 1024;
 
-/// What a request means for its connection.
+/// What a request means for its connection (short-lived: the size of
+/// `Now` does not matter).
+#[allow(clippy::large_enum_variant)]
 #[derive(Debug, PartialEq)]
 pub enum Reply {
     /// The answer, now.
@@ -31,9 +33,10 @@ pub enum Reply {
     /// Held: the answer comes later as `Out::Answer` (or never, if the
     /// client goes away first).
     Later,
-    /// The connection now follows a service's log: this first answer, then
-    /// `Out::Stream` lines.
-    Stream(Response),
+    /// The connection now follows a service's log or the events: these
+    /// first answers (the last lines; the kept events), then `Out::Stream`
+    /// or `Out::Broadcast` responses.
+    Stream(Vec<Response>),
 }
 
 pub(super) enum Wait {
@@ -106,7 +109,9 @@ impl<O: Os> Supervisor<O> {
             | Request::SystemStatus
             | Request::SystemReload
             | Request::SystemShutdown
-            | Request::SystemReboot => None,
+            | Request::SystemReboot
+            | Request::Events { .. }
+            | Request::Metrics => None,
         };
         if let Some(n) = &name {
             if let Err(e) = unit::validate_name(n) {
@@ -153,8 +158,31 @@ impl<O: Os> Supervisor<O> {
                 Some(id) => self.restart_request(client, id, &name),
                 None => unknown(),
             },
-            Request::ServiceEnable { now: start, .. } => Reply::Now(self.enable(&name, start)),
-            Request::ServiceDisable { .. } => self.disable(client, &name),
+            Request::ServiceEnable { now: start, .. } => {
+                let r = self.enable(&name, start);
+                self.emit_result("enable", Some(&name), &r);
+                Reply::Now(r)
+            }
+            Request::ServiceDisable { .. } => {
+                let r = self.disable(client, &name);
+                match &r {
+                    Reply::Now(r) => self.emit_result("disable", Some(&name), r),
+                    // Renamed; the answer waits for the stop.
+                    Reply::Later | Reply::Stream(_) => self.emit_result(
+                        "disable",
+                        Some(&name),
+                        &Response::ok(format!("Service '{name}' disabled; stopping it")),
+                    ),
+                }
+                r
+            }
+            Request::Events { since } => self.follow_events(client, since),
+            Request::Metrics => {
+                let (init, services) = self.figures();
+                now(Response::Metrics {
+                    text: crate::metrics::render(&init, &services),
+                })
+            }
             Request::ServiceLogs { lines, .. } => match id {
                 Some(id) => now(Response::ServiceLogs {
                     logs: self.tail(id, lines),
@@ -165,7 +193,7 @@ impl<O: Os> Supervisor<O> {
                 Some(id) => {
                     let logs = self.tail(id, lines);
                     self.followers.insert(client, id);
-                    Reply::Stream(Response::ServiceLogs { logs })
+                    Reply::Stream(vec![Response::ServiceLogs { logs }])
                 }
                 None => unknown(),
             },
@@ -301,6 +329,12 @@ impl<O: Os> Supervisor<O> {
                 if by_signal {
                     info!("SIGHUP: {msg}");
                 }
+                let r = if msg.starts_with("reload failed") {
+                    Response::err(msg.clone())
+                } else {
+                    Response::ok(msg.clone())
+                };
+                self.emit_result("reload", None, &r);
                 Response::ok(msg)
             }
         };

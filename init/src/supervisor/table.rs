@@ -26,6 +26,10 @@ pub struct Service {
     removed: bool,
     /// The last `STATUS=` of the current run (notify socket).
     pub status_text: Option<String>,
+    /// The pid of the last process, kept once it has exited (events).
+    pub last_pid: Option<i32>,
+    /// When the state last changed (metrics).
+    pub changed_at: Option<Instant>,
 }
 
 impl Service {
@@ -45,6 +49,8 @@ impl Service {
             proc_: None,
             removed: false,
             status_text: None,
+            last_pid: None,
+            changed_at: None,
         }
     }
     pub fn removed(&self) -> bool {
@@ -152,7 +158,11 @@ impl Table {
         if let Some(d) = s.m.deadline() {
             self.timers.insert((d, id));
         }
-        Some((step, before.0 != *s.m.state()))
+        let changed = before.0 != *s.m.state();
+        if changed {
+            s.changed_at = Some(now);
+        }
+        Some((step, changed))
     }
 
     /// A new generation number for a process and its pipes.
@@ -169,7 +179,9 @@ impl Table {
         }
     }
     pub fn take_proc(&mut self, id: usize) -> Option<Proc> {
-        let p = self.services.get_mut(&id)?.proc_.take()?;
+        let s = self.services.get_mut(&id)?;
+        let p = s.proc_.take()?;
+        s.last_pid = Some(p.pid.as_raw());
         self.by_pid.remove(&p.pid.as_raw());
         Some(p)
     }

@@ -1318,6 +1318,12 @@ fn a_notify_service_is_up_once_ready() {
     let st = r.sup.status(r.id("db")).unwrap();
     assert_eq!(st.status_text.as_deref(), Some("serving"));
     assert_eq!(st.service_type, "notify");
+    let ev = r.event_lines();
+    let at = |l: &str| ev.iter().position(|e| e == l);
+    assert!(
+        at("state db starting>running") < at("ready db") && at("ready db").is_some(),
+        "{ev:?}"
+    );
 }
 
 /// Not ready within TimeoutStartSec: stopped (stop signal, then SIGKILL)
@@ -1417,4 +1423,273 @@ fn end_actions_shut_down_when_the_service_ends_for_good() {
     r.tick();
     assert_eq!(r.state("main"), "inactive");
     assert!(r.sup.ending.is_none());
+}
+
+// ----- events (what a sequence of decisions emits) --------------------------
+
+impl Rig {
+    /// Every event kept so far, as one short line each: `kind service
+    /// from>to` for state changes, `kind service` otherwise.
+    fn event_lines(&self) -> Vec<String> {
+        self.sup
+            .events
+            .after(0)
+            .iter()
+            .map(|e| {
+                let svc = e.service.as_deref().unwrap_or("-");
+                match (e.from.as_deref(), e.to.as_deref()) {
+                    (Some(f), Some(t)) => format!("{} {svc} {f}>{t}", e.kind),
+                    _ => format!("{} {svc}", e.kind),
+                }
+            })
+            .collect()
+    }
+    fn events_after(&self, seq: u64) -> Vec<shared::protocol::Event> {
+        self.sup.events.after(seq)
+    }
+}
+
+#[test]
+fn a_start_stop_crash_restart_sequence_emits_each_change_in_order() {
+    let mut r = rig(&[svc(
+        "s",
+        "Restart = \"on-failure\"\nRestartSec = 1\nServiceEnable = false",
+    )]);
+    let at_boot = r.event_lines();
+    assert_eq!(at_boot, vec!["boot-finished -"], "nothing enabled");
+    r.send(Request::ServiceStart { name: name("s") });
+    let pid = r.pid("s").unwrap();
+    r.os().obey_term.insert(name("s"));
+    r.send(Request::ServiceStop { name: name("s") });
+    r.sup.on_sigchld();
+    r.send(Request::ServiceStart { name: name("s") });
+    r.exit("s", code(3));
+    r.advance(Duration::from_secs(1));
+    r.send(Request::ServiceRestart { name: name("s") });
+    r.sup.on_sigchld();
+    r.advance(RESTART_GRACE);
+    assert_eq!(
+        r.event_lines(),
+        vec![
+            "boot-finished -",
+            "state s inactive>running",
+            "state s running>stopping",
+            "state s stopping>inactive",
+            "state s inactive>running",
+            "state s running>auto-restart",
+            "state s auto-restart>running",
+            "state s running>stopping",
+            "state s stopping>inactive",
+            "state s inactive>running",
+        ]
+    );
+    let all = r.events_after(0);
+    let seqs: Vec<u64> = all.iter().map(|e| e.seq).collect();
+    assert_eq!(seqs, (1..=all.len() as u64).collect::<Vec<_>>());
+    // The first run: its pid; its end by SIGTERM; the crash: code 3, the
+    // reason, the restart counted when it starts again.
+    assert_eq!(all[1].pid, Some(pid as u32));
+    assert_eq!(all[3].pid, Some(pid as u32));
+    assert_eq!(all[3].signal.as_deref(), Some("SIGTERM"));
+    assert_eq!(all[3].exit_code, None);
+    assert_eq!(all[5].exit_code, Some(3));
+    assert_eq!(all[5].reason.as_deref(), Some("exited with code 3"));
+    assert_eq!(all[6].restart_count, Some(1));
+    assert!(all.iter().all(|e| e.time.ends_with('Z')));
+}
+
+#[test]
+fn followers_of_events_get_each_new_one_and_the_kept_ones_since() {
+    let mut r = rig(&[svc("s", "")]);
+    let (c, reply) = r.send(Request::Events { since: None });
+    assert_eq!(reply, Reply::Stream(vec![]));
+    let last = r.sup.events.last_seq();
+    r.sup.request(c, &ROOT, Request::Ping);
+    r.exit("s", code(0));
+    // Rig::tick keeps answers only: look at what it dropped by hand.
+    r.sup.begin_ending(Ending::PowerOff);
+    let out = r.sup.take_out();
+    let got: Vec<(Vec<ClientId>, String)> = out
+        .into_iter()
+        .filter_map(|o| match o {
+            Out::Broadcast(to, Response::Event { event }) => Some((to, event.kind)),
+            _ => None,
+        })
+        .collect();
+    assert_eq!(got, vec![(vec![c], "shutdown".to_string())]);
+    // Reconnecting since `last`: the exit, then the shutdown, nothing lost.
+    let (c2, reply) = r.send(Request::Events { since: Some(last) });
+    let Reply::Stream(first) = reply else {
+        panic!("{reply:?}")
+    };
+    let kinds: Vec<String> = first
+        .iter()
+        .map(|e| match e {
+            Response::Event { event } => format!("{} {}", event.seq, event.kind),
+            other => panic!("{other:?}"),
+        })
+        .collect();
+    assert_eq!(
+        kinds,
+        vec![
+            format!("{} state", last + 1),
+            format!("{} shutdown", last + 2)
+        ]
+    );
+    r.sup.client_gone(c);
+    r.sup.client_gone(c2);
+    r.sup.final_event();
+    assert!(r.sup.take_out().is_empty(), "no follower left");
+    assert_eq!(r.event_lines().last().unwrap(), "final -");
+}
+
+/// `rig`, with these exec_start values failing from the boot on.
+fn rig_failing(files: &[(String, String)], fail: &[&str]) -> Rig {
+    let n = DIRS.fetch_add(1, Ordering::SeqCst);
+    let dir = std::env::temp_dir().join(format!("init-sup-ev-{}-{n}", std::process::id()));
+    let _ = std::fs::remove_dir_all(&dir);
+    std::fs::create_dir_all(dir.join("services")).unwrap();
+    for (name, text) in files {
+        std::fs::write(dir.join("services").join(format!("{name}.service")), text).unwrap();
+    }
+    let cfg = InitConfig {
+        service_dir: dir.join("services").display().to_string(),
+        log_dir: dir.join("log").display().to_string(),
+        ..InitConfig::default()
+    };
+    let mut os = FakeOs {
+        t: Some(Instant::now()),
+        ..FakeOs::default()
+    };
+    os.fail_exec.extend(fail.iter().map(|f| f.to_string()));
+    let mut sup = Supervisor::new(os, cfg, dir.join("init.yaml"));
+    sup.boot();
+    let mut r = Rig {
+        sup,
+        dir,
+        next_client: 1,
+        answers: BTreeMap::new(),
+    };
+    r.tick();
+    r
+}
+
+impl Rig {
+    fn boot_finished(&self) -> Vec<shared::protocol::Event> {
+        self.events_after(0)
+            .into_iter()
+            .filter(|e| e.kind == "boot-finished")
+            .collect()
+    }
+}
+
+#[test]
+fn boot_finished_once_all_is_up() {
+    let mut r = rig(&[svc("ok", ""), svc("bad", "Restart = \"no\"")]);
+    let boot = r.boot_finished();
+    assert_eq!(boot.len(), 1);
+    assert!(boot[0].services.is_empty(), "{:?}", boot[0]);
+    // Once only.
+    r.exit("bad", code(1));
+    r.tick();
+    assert_eq!(r.boot_finished().len(), 1);
+}
+
+#[test]
+fn boot_finished_waits_for_what_waits_and_names_what_did_not_come_up() {
+    let dep = "Restart = \"always\"\nRestartSec = 1\nStartLimitBurst = 2";
+    let mut r = rig_failing(
+        &[
+            svc("ok", ""),
+            svc("dep", dep),
+            svc("app", "Requires = [\"dep\"]"),
+        ],
+        &["run dep"],
+    );
+    // dep failed to start and will try again: app waits, boot has not
+    // settled.
+    assert_eq!(r.state("app"), "waiting");
+    assert!(r.boot_finished().is_empty());
+    r.advance(Duration::from_secs(1));
+    assert_eq!(r.state("dep"), "failed");
+    let boot = r.boot_finished();
+    assert_eq!(boot.len(), 1);
+    let names: Vec<(&str, &str)> = boot[0]
+        .services
+        .iter()
+        .map(|n| (n.name.as_str(), n.state.as_str()))
+        .collect();
+    assert_eq!(names, vec![("app", "failed"), ("dep", "failed")]);
+    assert!(boot[0].services[1]
+        .reason
+        .as_deref()
+        .unwrap()
+        .contains("start limit hit"));
+}
+
+#[test]
+fn a_crash_loop_ends_in_a_start_limit_event() {
+    let mut r = rig(&[svc(
+        "s",
+        "Restart = \"always\"\nRestartSec = 1\nStartLimitBurst = 2\nStartLimitIntervalSec = 10",
+    )]);
+    r.exit("s", code(1));
+    r.advance(Duration::from_secs(1));
+    r.exit("s", code(1));
+    let lines = r.event_lines();
+    assert_eq!(
+        &lines[lines.len() - 2..],
+        ["state s running>failed", "start-limit s"]
+    );
+    let e = r.events_after(0).pop().unwrap();
+    assert!(e.reason.unwrap().starts_with("start limit hit"));
+}
+
+#[test]
+fn enable_disable_and_reload_results_are_events() {
+    let mut r = rig(&[svc("s", "")]);
+    r.send(Request::ServiceDisable { name: name("s") });
+    r.send(Request::ServiceDisable { name: name("nope") });
+    r.send(Request::SystemReload);
+    r.send(Request::ServiceEnable {
+        name: name("s"),
+        now: false,
+    });
+    let results: Vec<(String, Option<String>, Option<bool>)> = r
+        .events_after(0)
+        .into_iter()
+        .filter(|e| e.kind != "state" && e.kind != "boot-finished")
+        .map(|e| (e.kind, e.service, e.ok))
+        .collect();
+    assert_eq!(
+        results,
+        vec![
+            ("disable".into(), Some(name("s")), Some(true)),
+            ("disable".into(), Some(name("nope")), Some(false)),
+            ("reload".into(), None, Some(true)),
+            ("enable".into(), Some(name("s")), Some(true)),
+        ]
+    );
+}
+
+#[test]
+fn metrics_show_each_service_and_a_read_only_peer_may_ask() {
+    let mut r = rig(&[svc("s", "Restart = \"always\"\nRestartSec = 0")]);
+    r.exit("s", code(1));
+    let ro = crate::access::Who {
+        role: crate::access::Role::ReadOnly,
+        ..ROOT
+    };
+    let Reply::Now(Response::Metrics { text }) = r.sup.request(9, &ro, Request::Metrics) else {
+        panic!("no metrics")
+    };
+    assert!(
+        text.contains("enclave_init_service_restarts_total{service=\"s\"} 1\n"),
+        "{text}"
+    );
+    assert!(text.contains("enclave_init_service_last_exit_status{service=\"s\"} 1\n"));
+    assert!(text.contains("enclave_init_service_up{service=\"s\"} 1\n"));
+    assert!(text.contains("enclave_init_service_state{service=\"s\",state=\"running\"} 1\n"));
+    let reply = r.sup.request(9, &ro, Request::Events { since: Some(0) });
+    assert!(matches!(reply, Reply::Stream(v) if !v.is_empty()));
 }
