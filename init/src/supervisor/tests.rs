@@ -299,7 +299,7 @@ fn name(n: &str) -> String {
 
 fn ok_text(r: &Response) -> &str {
     match r {
-        Response::Success { message } => message,
+        Response::Success { message, .. } => message,
         other => panic!("not a success: {other:?}"),
     }
 }
