@@ -78,6 +78,7 @@ pub fn load(path: &Path) -> Loaded {
     out
 }
 
+#[derive(Debug)]
 pub struct Parsed {
     pub config: InitConfig,
     /// Unknown keys, dotted (`control.bogus`).

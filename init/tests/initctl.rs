@@ -7,7 +7,6 @@ mod common;
 use common::*;
 use std::io::{BufRead, BufReader};
 use std::process::{Command, Output, Stdio};
-use std::time::Duration;
 
 fn out(o: &Output) -> String {
     String::from_utf8_lossy(&o.stdout).into_owned()
@@ -87,7 +86,10 @@ fn status_of_several_names_exits_with_the_worst_and_no_name_shows_the_trouble() 
         text.contains("Service: web") && text.contains("Service: broken"),
         "{text}"
     );
+    // The highest code of the names': not found is 1, as for one name.
     let o = init.initctl(&["status", "web", "nope"]);
+    assert_code(&o, 1);
+    let o = init.initctl(&["status", "nope", "broken"]);
     assert_code(&o, 3);
     assert!(err(&o).contains("nope"), "{}", err(&o));
 

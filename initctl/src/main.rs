@@ -64,8 +64,9 @@ pub const COMMANDS: &[Usage] = &[
         name: "status",
         args: "[SERVICE...]",
         about: "Show services' status; without a name, the system's and what is in trouble",
-        details: "  Exit 3 if a named service is not active (or not found); without a\n  \
-                  name, exit 3 if any service is failed, auto-restart or invalid.\n",
+        details: "  Exit 3 if a named service is not active, else 1 if one is not found;\n  \
+                  without a name, exit 3 if any service is failed, auto-restart or\n  \
+                  invalid.\n",
     },
     Usage {
         name: "start",
@@ -662,12 +663,8 @@ fn status_of(cli: &Cli, endpoint: &Endpoint, names: &[String]) -> Result<i32, Fa
         }
         let request = Request::ServiceStatus { name: name.clone() };
         let (line, response) = ask(cli, endpoint, &request)?;
-        let code = match show(cli, &line, &response)? {
-            // Not found is not active either.
-            EXIT_ERROR => EXIT_INACTIVE,
-            code => code,
-        };
-        worst = worst.max(code);
+        // Per name as for one (1 not found, 3 not active): the highest.
+        worst = worst.max(show(cli, &line, &response)?);
     }
     Ok(worst)
 }
