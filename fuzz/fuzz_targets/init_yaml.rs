@@ -9,7 +9,8 @@ use shared::config::INIT_CONFIG_KEYS;
 fuzz_target!(|data: &[u8]| {
     let text = String::from_utf8_lossy(data);
     match parse(&text) {
-        Ok((_config, unknown)) => {
+        Ok(p) => {
+            let unknown = p.unknown;
             // Unknown keys are reported as unknown, at most one per byte.
             assert!(unknown.len() <= text.len());
             for k in &unknown {

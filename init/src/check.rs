@@ -10,7 +10,7 @@ pub fn run(path: &Path) -> i32 {
     let mut warnings = Vec::new();
     let loaded = config::load(path);
     warnings.extend(loaded.warnings);
-    errors.extend(loaded.error);
+    errors.extend(loaded.errors);
     let cfg = loaded.config;
     println!(
         "config: {}",

@@ -1,6 +1,8 @@
 //! Loading `init.yaml`: `--config` > `INIT_CONFIG` > `/etc/init.yaml` >
-//! built-in defaults. A bad file is one clear error; init carries on with
-//! defaults. Unknown keys are warnings. The file is read as a plain file
+//! built-in defaults. A file that is not YAML is one clear error; init
+//! carries on with defaults. A bad value for one key is an error naming the
+//! key, which takes its default; the file's other keys are kept. Unknown
+//! keys are warnings. The file is read as a plain file
 //! (a symlink is followed) of at most `unit::MAX_FILE_BYTES`: a FIFO or a
 //! device is an error, never waited on.
 
@@ -22,8 +24,10 @@ pub struct Loaded {
     /// The file the config came from, if one was read.
     pub source: Option<PathBuf>,
     pub warnings: Vec<String>,
-    /// Set when the file exists but could not be used (defaults apply).
-    pub error: Option<String>,
+    /// Each said once: the file could not be used at all (then `source` is
+    /// None and defaults apply), or a key's value was bad (that key has its
+    /// default).
+    pub errors: Vec<String>,
 }
 
 pub fn load(path: &Path) -> Loaded {
@@ -31,7 +35,7 @@ pub fn load(path: &Path) -> Loaded {
         config: InitConfig::default(),
         source: None,
         warnings: Vec::new(),
-        error: None,
+        errors: Vec::new(),
     };
     let text = match crate::unit::read_file(path) {
         Ok(t) => t,
@@ -43,7 +47,7 @@ pub fn load(path: &Path) -> Loaded {
             return out;
         }
         Err(e) => {
-            out.error = Some(format!(
+            out.errors.push(format!(
                 "{}: cannot read: {e}; using built-in defaults",
                 path.display()
             ));
@@ -51,29 +55,50 @@ pub fn load(path: &Path) -> Loaded {
         }
     };
     match parse(&text) {
-        Ok((config, unknown)) => {
+        Ok(Parsed {
+            config,
+            unknown,
+            bad,
+        }) => {
             out.config = config;
             out.source = Some(path.to_path_buf());
             for k in unknown {
                 out.warnings
                     .push(format!("{}: unknown key '{k}' ignored", path.display()));
             }
+            for e in bad {
+                out.errors
+                    .push(format!("{}: {e}; using its default", path.display()));
+            }
         }
-        Err(e) => out.error = Some(format!("{}: {e}; using built-in defaults", path.display())),
+        Err(e) => out
+            .errors
+            .push(format!("{}: {e}; using built-in defaults", path.display())),
     }
     out
 }
 
-/// Parse init.yaml text. Returns the config and the unknown keys (dotted).
-pub fn parse(text: &str) -> Result<(InitConfig, Vec<String>), String> {
+#[derive(Debug)]
+pub struct Parsed {
+    pub config: InitConfig,
+    /// Unknown keys, dotted (`control.bogus`).
+    pub unknown: Vec<String>,
+    /// `key: why` for each key whose value was bad (it has its default).
+    pub bad: Vec<String>,
+}
+
+/// Parse init.yaml text key by key. An error only when the text is not
+/// YAML or not a mapping.
+pub fn parse(text: &str) -> Result<Parsed, String> {
     let value: serde_yaml::Value = serde_yaml::from_str(text).map_err(|e| yaml_error(&e))?;
-    if value.is_null() {
-        return Ok((InitConfig::default(), Vec::new()));
-    }
     let mut unknown = Vec::new();
     collect_unknown(&value, "", &mut unknown);
-    let config: InitConfig = serde_yaml::from_str(text).map_err(|e| yaml_error(&e))?;
-    Ok((config, unknown))
+    let (config, bad) = shared::config::from_yaml_by_key(&value)?;
+    Ok(Parsed {
+        config,
+        unknown,
+        bad,
+    })
 }
 
 fn yaml_error(e: &serde_yaml::Error) -> String {
@@ -105,8 +130,9 @@ mod tests {
 
     #[test]
     fn defaults_and_overrides() {
-        let (c, unknown) =
-            parse("service_dir: /s\ncontrol:\n  vsock_port: 7\n  bogus: 1\nextra: x\n").unwrap();
+        let Parsed {
+            config: c, unknown, ..
+        } = parse("service_dir: /s\ncontrol:\n  vsock_port: 7\n  bogus: 1\nextra: x\n").unwrap();
         assert_eq!(c.service_dir, "/s");
         assert_eq!(c.log_dir, "/log");
         assert_eq!(c.control.vsock_port, 7);
@@ -115,17 +141,21 @@ mod tests {
             unknown,
             vec!["control.bogus".to_string(), "extra".to_string()]
         );
-        let (c, _) = parse("# only a comment\n").unwrap();
+        let c = parse("# only a comment\n").unwrap().config;
         assert_eq!(c, InitConfig::default());
-        let (c, _) = parse("nsm_driver_path: null\nenvironment:\n  A: b\n").unwrap();
+        let c = parse("nsm_driver_path: null\nenvironment:\n  A: b\n")
+            .unwrap()
+            .config;
         assert_eq!(c.nsm_driver_path, None);
         assert_eq!(c.environment.get("A").map(String::as_str), Some("b"));
     }
 
     #[test]
-    fn errors_name_the_line() {
-        let e = parse("service_dir: /s\nmax_log_size: lots\n").unwrap_err();
-        assert!(e.contains("line 2"), "{e}");
+    fn errors_name_the_key_or_the_line() {
+        let p = parse("service_dir: /s\nmax_log_size: lots\n").unwrap();
+        assert_eq!(p.config.service_dir, "/s");
+        assert_eq!(p.bad.len(), 1);
+        assert!(p.bad[0].starts_with("max_log_size: "), "{:?}", p.bad);
         let e = parse("a: [\n").unwrap_err();
         assert!(e.contains("line"), "{e}");
     }

@@ -44,13 +44,17 @@ mod users;
 
 use std::path::PathBuf;
 
+/// sysexits.h EX_USAGE: a bad command line (init outside PID 1 only).
+const EXIT_USAGE: i32 = 64;
+
 const HELP: &str = "\
 init - PID 1 and service supervisor for enclaves
 
 Usage: init [OPTIONS]
 
 Options:
-  -c, --config <PATH>  init.yaml to use (default: $INIT_CONFIG, then /etc/init.yaml)
+  -c, --config <PATH>  init.yaml to use (default: $INIT_CONFIG, then /etc/init.yaml);
+                       outside PID 1 a missing PATH exits 64
       --check          validate the config and every service file, print the
                        start order and every problem, start nothing
   -h, --help           show this help
@@ -102,6 +106,12 @@ fn run() -> i32 {
     // The kernel hands PID 1 its leftover command-line words: never fatal.
     for word in args.finish() {
         warn!("ignoring unknown argument {:?}", word);
+    }
+    // Outside PID 1 an explicit file that is not there is a mistake worth
+    // stopping for (EX_USAGE); PID 1 warns and carries on with defaults.
+    if let Some(p) = explicit.as_deref().filter(|p| !pid1 && !p.exists()) {
+        error!("{}: no such file (given with -c)", p.display());
+        return EXIT_USAGE;
     }
     let path = config::choose_path(explicit.as_deref());
     if check && !pid1 {
@@ -155,7 +165,7 @@ fn load_config(path: &std::path::Path) -> config::Loaded {
     for w in &loaded.warnings {
         warn!("{w}");
     }
-    if let Some(e) = &loaded.error {
+    for e in &loaded.errors {
         error!("{e}");
     }
     loaded

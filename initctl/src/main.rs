@@ -1,6 +1,9 @@
-//! initctl: the control client of the enclave init. Sends one JSON request
-//! line over a Unix socket or VSOCK and prints the answer.
+//! initctl: the control client of the enclave init. Sends JSON request
+//! lines over a Unix socket or VSOCK (one per connection) and prints the
+//! answers. The command table (`COMMANDS`) is the one list of commands:
+//! --help and `initctl COMMAND --help` are made from it.
 
+mod all_logs;
 mod render;
 mod transport;
 
@@ -16,12 +19,17 @@ use std::time::{Duration, Instant};
 use transport::{Conn, Endpoint};
 
 pub const EXIT_OK: i32 = 0;
-/// init answered with an Error.
+/// init answered with an Error; a reload found invalid files; a stop
+/// ended with the service still stopping.
 pub const EXIT_ERROR: i32 = 1;
-/// init unreachable or silent, bad response, bad usage or bad config.
+/// init unreachable or silent past --timeout, or a bad response.
 pub const EXIT_FAILURE: i32 = 2;
 /// `status` of a service that is not active (like systemctl).
 pub const EXIT_INACTIVE: i32 = 3;
+/// Bad usage: unknown command or option, missing name, bad option value,
+/// a config file given with -c that is missing or not usable (sysexits.h
+/// EX_USAGE).
+pub const EXIT_USAGE: i32 = 64;
 
 const DEFAULT_CONFIG: &str = "/etc/initctl.yaml";
 const DEFAULT_TIMEOUT: Duration = Duration::from_secs(5);
@@ -29,53 +37,185 @@ const DEFAULT_LINES: usize = 50;
 /// A year: keeps `Instant::now() + timeout` far from overflowing.
 const MAX_TIMEOUT_SECS: f64 = 365.0 * 86400.0;
 const CONFIG_KEYS: &[&str] = &["protocol", "unix_socket_path", "vsock_cid", "vsock_port"];
+/// States `status` without a name reports: not what the service should be in.
+const TROUBLE: &[&str] = &["failed", "auto-restart", "invalid"];
 
-const HELP: &str = "\
-initctl - control the enclave init system
+/// One command as --help and `initctl COMMAND --help` show it.
+pub struct Usage {
+    pub name: &'static str,
+    pub args: &'static str,
+    pub about: &'static str,
+    /// Options and notes of this command, lines indented by 2.
+    pub details: &'static str,
+}
 
-Usage: initctl [OPTIONS] <COMMAND> [ARGS]
+/// Every command, in --help order. A new command adds a row here, a
+/// `Command` variant and an arm in `parse_args`.
+pub const COMMANDS: &[Usage] = &[
+    Usage {
+        name: "list",
+        args: "",
+        about: "List all services with their state",
+        details: "  STATE is one of running, starting, stopping, exited, waiting,\n  \
+                  auto-restart, failed, invalid, inactive (from init; an older init\n  \
+                  leaves it out and ACTIVE says it).\n",
+    },
+    Usage {
+        name: "status",
+        args: "[SERVICE...]",
+        about: "Show services' status; without a name, the system's and what is in trouble",
+        details: "  Exit 3 if a named service is not active, else 1 if one is not found;\n  \
+                  without a name, exit 3 if any service is failed, auto-restart or\n  \
+                  invalid.\n",
+    },
+    Usage {
+        name: "start",
+        args: "<SERVICE>",
+        about: "Start a service (and what it requires)",
+        details: "",
+    },
+    Usage {
+        name: "stop",
+        args: "<SERVICE>",
+        about: "Stop a service (and what requires it)",
+        details: "  Exit 1 if init answers that it is still stopping.\n",
+    },
+    Usage {
+        name: "restart",
+        args: "<SERVICE>",
+        about: "Restart a service",
+        details: "",
+    },
+    Usage {
+        name: "enable",
+        args: "[--now] <SERVICE>",
+        about: "Enable a service",
+        details: "      --now                also start it\n",
+    },
+    Usage {
+        name: "disable",
+        args: "<SERVICE>",
+        about: "Disable a service (and stop it)",
+        details: "",
+    },
+    Usage {
+        name: "logs",
+        args: "[SERVICE | --all]",
+        about: "Show a service's logs; without a name, every service's",
+        details: "  -n, --lines <N>          number of lines (default 50)\n  \
+                  -f, --follow             keep printing new lines as they arrive\n      \
+                  --all                every service (the same as no name): lines\n                           \
+                  merged by their timestamps, each after its service's name\n",
+    },
+    Usage {
+        name: "logs-clear",
+        args: "<SERVICE>",
+        about: "Clear a service's logs",
+        details: "",
+    },
+    Usage {
+        name: "system-status",
+        args: "",
+        about: "Show the system status",
+        details: "",
+    },
+    Usage {
+        name: "reload",
+        args: "",
+        about: "Reload init.yaml and the service files",
+        details: "  Exit 1 if a file is invalid: those are listed on stderr, what was\n  \
+                  added, removed or changed on stdout.\n",
+    },
+    Usage {
+        name: "reboot",
+        args: "",
+        about: "Reboot the enclave",
+        details: "",
+    },
+    Usage {
+        name: "shutdown",
+        args: "",
+        about: "Shut the enclave down",
+        details: "",
+    },
+    Usage {
+        name: "ping",
+        args: "",
+        about: "Check that init answers",
+        details: "",
+    },
+    Usage {
+        name: "events",
+        args: "[--since N]",
+        about: "Print init's events as they happen, until stopped",
+        details: "      --since <N>          first every kept event after number N\n",
+    },
+    Usage {
+        name: "metrics",
+        args: "",
+        about: "Print metrics in the Prometheus text exposition format",
+        details: "",
+    },
+];
 
-Commands:
-  list                     List all services
-  status <SERVICE>         Show a service's status (exit 3 if not active)
-  start <SERVICE>          Start a service
-  stop <SERVICE>           Stop a service
-  restart <SERVICE>        Restart a service
-  enable [--now] <SERVICE> Enable a service (--now: also start it)
-  disable <SERVICE>        Disable a service
-  logs <SERVICE>           Show a service's logs
-      -n, --lines <N>      Number of lines (default 50)
-      -f, --follow         Keep printing new lines as they arrive
-  logs-clear <SERVICE>     Clear a service's logs
-  system-status            Show the system status
-  reload                   Reload service configurations
-  reboot                   Reboot the enclave
-  shutdown                 Shut the enclave down
-  ping                     Check that init answers
-  events                   Print init's events as they happen, until stopped
-      --since <N>          First every kept event after number N
-  metrics                  Print Prometheus text exposition metrics
-
+const OPTIONS: &str = "\
 Options (anywhere on the line):
   -c, --config <PATH>      Config file [env: INITCTL_CONFIG] [default: /etc/initctl.yaml]
   -p, --protocol <PROTO>   unix or vsock [default: from config]
   -s, --socket <PATH>      Unix socket path [env: INIT_SOCKET] [default: from config]
       --vsock-cid <CID>    VSOCK CID [default: from config]
       --vsock-port <PORT>  VSOCK port [default: from config]
-      --timeout <SECONDS>  Bound on connecting and on waiting for the answer [default: 5]
+      --timeout <SECONDS>  Bound on connecting and on waiting for each answer [default: 5]
       --json               Print init's raw JSON response line(s)
-  -h, --help               Show this help
+  -h, --help               Show this help (after a command: that command's)
   -V, --version            Show the version
-
-Exit status: 0 ok, 1 init answered with an error, 2 init unreachable, no
-answer in time, bad response, bad usage or bad config, 3 service not active
-(status).
 ";
+
+const EXIT_STATUS: &str = "\
+Exit status: 0 ok; 1 init answered with an error, a reload found invalid
+files, or a stop is still stopping; 2 init unreachable, no answer in time
+or a bad response; 3 a service not active (status); 64 bad usage or a bad
+config file.
+";
+
+/// The whole --help text.
+pub fn help() -> String {
+    let mut s = String::from(
+        "initctl - control the enclave init system\n\n\
+         Usage: initctl [OPTIONS] <COMMAND> [ARGS]\n\nCommands:\n",
+    );
+    for u in COMMANDS {
+        let words = format!("{} {}", u.name, u.args);
+        s.push_str(&format!("  {:<24} {}\n", words.trim_end(), u.about));
+    }
+    s.push('\n');
+    s.push_str(OPTIONS);
+    s.push('\n');
+    s.push_str(EXIT_STATUS);
+    s
+}
+
+/// `initctl COMMAND --help`.
+pub fn command_help(u: &Usage) -> String {
+    let words = format!("{} {}", u.name, u.args);
+    let mut s = format!(
+        "Usage: initctl {} [OPTIONS]\n\n{}.\n",
+        words.trim_end(),
+        u.about
+    );
+    if !u.details.is_empty() {
+        s.push('\n');
+        s.push_str(u.details);
+    }
+    s.push_str("\nOptions for every command: see 'initctl --help'.\n");
+    s
+}
 
 #[derive(Debug, Clone, PartialEq)]
 pub enum Command {
     List,
-    Status(String),
+    /// No names: the system status and the services in trouble.
+    Status(Vec<String>),
     Start(String),
     Stop(String),
     Restart(String),
@@ -84,8 +224,9 @@ pub enum Command {
         now: bool,
     },
     Disable(String),
+    /// No name: every service's lines, merged.
     Logs {
-        name: String,
+        name: Option<String>,
         lines: usize,
         follow: bool,
     },
@@ -102,11 +243,17 @@ pub enum Command {
 }
 
 impl Command {
+    /// The (first) request the command sends: `status` of several names
+    /// sends one per name, `status` and `logs` without a name start with
+    /// `SystemStatus` and `ListServices`.
     pub fn request(&self) -> Request {
         let name = |n: &String| n.clone();
         match self {
             Command::List => Request::ListServices,
-            Command::Status(n) => Request::ServiceStatus { name: name(n) },
+            Command::Status(names) => match names.first() {
+                Some(n) => Request::ServiceStatus { name: name(n) },
+                None => Request::SystemStatus,
+            },
             Command::Start(n) => Request::ServiceStart { name: name(n) },
             Command::Stop(n) => Request::ServiceStop { name: name(n) },
             Command::Restart(n) => Request::ServiceRestart { name: name(n) },
@@ -115,8 +262,9 @@ impl Command {
                 now: *now,
             },
             Command::Disable(n) => Request::ServiceDisable { name: name(n) },
+            Command::Logs { name: None, .. } => Request::ListServices,
             Command::Logs {
-                name: n,
+                name: Some(n),
                 lines,
                 follow: false,
             } => Request::ServiceLogs {
@@ -124,7 +272,7 @@ impl Command {
                 lines: *lines,
             },
             Command::Logs {
-                name: n,
+                name: Some(n),
                 lines,
                 follow: true,
             } => Request::ServiceLogsFollow {
@@ -158,7 +306,8 @@ pub struct Cli {
 
 #[derive(Debug, PartialEq)]
 pub enum Action {
-    Help,
+    /// --help: of one command, or all of them.
+    Help(Option<&'static str>),
     Version,
     Run(Cli),
 }
@@ -199,10 +348,8 @@ fn path(s: &str) -> Result<PathBuf, &'static str> {
 /// anywhere, before or after the command words. Errors are usage errors.
 pub fn parse_args(args: Vec<OsString>) -> Result<Action, String> {
     let mut p = Arguments::from_vec(args);
-    if p.contains(["-h", "--help"]) {
-        return Ok(Action::Help);
-    }
-    if p.contains(["-V", "--version"]) {
+    let help = p.contains(["-h", "--help"]);
+    if !help && p.contains(["-V", "--version"]) {
         return Ok(Action::Version);
     }
     let e = |opt: &'static str| move |e: pico_args::Error| format!("{opt}: {e}");
@@ -229,8 +376,9 @@ pub fn parse_args(args: Vec<OsString>) -> Result<Action, String> {
         .opt_value_from_fn(["-n", "--lines"], parse_lines)
         .map_err(e("--lines"))?;
     let follow = p.contains(["-f", "--follow"]);
-    let now = p.contains("--now");
     let since: Option<u64> = p.opt_value_from_str("--since").map_err(e("--since"))?;
+    let now = p.contains("--now");
+    let all = p.contains("--all");
 
     let mut words = Vec::new();
     for arg in p.finish() {
@@ -243,25 +391,40 @@ pub fn parse_args(args: Vec<OsString>) -> Result<Action, String> {
         words.push(arg);
     }
     let mut words = words.into_iter();
-    let Some(cmd) = words.next() else {
+    let Some(mut cmd) = words.next() else {
+        if help {
+            return Ok(Action::Help(None));
+        }
         return Err("no command given".into());
     };
+    let help = help || cmd == "help";
+    if cmd == "help" {
+        match words.next() {
+            Some(c) => cmd = c,
+            None => return Ok(Action::Help(None)),
+        }
+    }
+    let Some(usage) = COMMANDS.iter().find(|u| u.name == cmd) else {
+        return Err(format!("unknown command '{cmd}'"));
+    };
+    if help {
+        return Ok(Action::Help(Some(usage.name)));
+    }
     let mut name = || {
         words
             .next()
             .ok_or_else(|| format!("'{cmd}' needs a service name"))
     };
-    let command = match cmd.as_str() {
-        "help" => return Ok(Action::Help),
+    let command = match usage.name {
         "list" => Command::List,
-        "status" => Command::Status(name()?),
+        "status" => Command::Status(words.by_ref().collect()),
         "start" => Command::Start(name()?),
         "stop" => Command::Stop(name()?),
         "restart" => Command::Restart(name()?),
         "enable" => Command::Enable { name: name()?, now },
         "disable" => Command::Disable(name()?),
         "logs" => Command::Logs {
-            name: name()?,
+            name: words.next(),
             lines: lines.unwrap_or(DEFAULT_LINES),
             follow,
         },
@@ -279,8 +442,11 @@ pub fn parse_args(args: Vec<OsString>) -> Result<Action, String> {
         return Err(format!("unexpected argument '{extra}'"));
     }
     let is_logs = matches!(command, Command::Logs { .. });
-    if !is_logs && (lines.is_some() || follow) {
-        return Err("-n/--lines and -f/--follow go with 'logs' only".into());
+    if !is_logs && (lines.is_some() || follow || all) {
+        return Err("-n/--lines, -f/--follow and --all go with 'logs' only".into());
+    }
+    if all && matches!(command, Command::Logs { name: Some(_), .. }) {
+        return Err("'logs' takes a service name or --all, not both".into());
     }
     if since.is_some() && !matches!(command, Command::Events { .. }) {
         return Err("--since goes with 'events' only".into());
@@ -300,32 +466,38 @@ pub fn parse_args(args: Vec<OsString>) -> Result<Action, String> {
     }))
 }
 
-/// Read initctl.yaml. A missing file gives the defaults; an unreadable or
-/// invalid one is an error naming the file. Unknown keys are warned about.
-pub fn load_config(path: &Path) -> Result<InitctlConfig, String> {
+/// Read initctl.yaml. A missing file gives the defaults unless it was
+/// given explicitly (`explicit`: -c); an unreadable file, or one that is
+/// not YAML or not a mapping, is an error naming the file. A bad value for
+/// one key is an error on stderr naming the key, which takes its default;
+/// unknown keys are warned about.
+pub fn load_config(path: &Path, explicit: bool) -> Result<InitctlConfig, String> {
     let text = match std::fs::read_to_string(path) {
         Ok(text) => text,
-        Err(e) if e.kind() == ErrorKind::NotFound => return Ok(InitctlConfig::default()),
+        Err(e) if e.kind() == ErrorKind::NotFound && !explicit => {
+            return Ok(InitctlConfig::default())
+        }
         Err(e) => return Err(format!("cannot read config {}: {e}", path.display())),
     };
-    let invalid = |e: serde_yaml::Error| format!("invalid config {}: {e}", path.display());
-    let value: serde_yaml::Value = serde_yaml::from_str(&text).map_err(invalid)?;
-    match &value {
-        serde_yaml::Value::Null => return Ok(InitctlConfig::default()),
-        serde_yaml::Value::Mapping(map) => {
-            for key in map.keys() {
-                let key = key.as_str().unwrap_or_default();
-                if !CONFIG_KEYS.contains(&key) {
-                    let file = path.display();
-                    write_stderr(&format!(
-                        "initctl: warning: {file}: unknown key '{key}' ignored\n"
-                    ));
-                }
+    let file = path.display();
+    let invalid = |e: String| format!("invalid config {file}: {e}");
+    let value: serde_yaml::Value =
+        serde_yaml::from_str(&text).map_err(|e| invalid(e.to_string()))?;
+    if let serde_yaml::Value::Mapping(map) = &value {
+        for key in map.keys() {
+            let key = key.as_str().unwrap_or_default();
+            if !CONFIG_KEYS.contains(&key) {
+                write_stderr(&format!(
+                    "initctl: warning: {file}: unknown key '{key}' ignored\n"
+                ));
             }
         }
-        _ => {}
     }
-    serde_yaml::from_value(value).map_err(invalid)
+    let (config, bad) = shared::config::from_yaml_by_key(&value).map_err(invalid)?;
+    for e in bad {
+        write_stderr(&format!("initctl: error: {file}: {e}; using its default\n"));
+    }
+    Ok(config)
 }
 
 /// Where to connect: CLI flag > environment (INIT_SOCKET) > file > default.
@@ -340,7 +512,7 @@ pub fn resolve_endpoint(
         .clone()
         .or_else(|| env("INITCTL_CONFIG").map(PathBuf::from))
         .unwrap_or_else(|| PathBuf::from(DEFAULT_CONFIG));
-    let file = load_config(&config_path)?;
+    let file = load_config(&config_path, cli.config.is_some())?;
     Ok(match cli.protocol.unwrap_or(file.protocol) {
         Protocol::Unix => Endpoint::Unix(
             cli.socket
@@ -359,6 +531,12 @@ pub fn resolve_endpoint(
 pub fn exit_code(command: &Command, response: &Response) -> i32 {
     match (command, response) {
         (_, Response::Error { .. }) => EXIT_ERROR,
+        (_, Response::Success { errors, .. }) if !errors.is_empty() => EXIT_ERROR,
+        (Command::Stop(_), Response::Success { message, .. })
+            if message.contains(" still stopping") =>
+        {
+            EXIT_ERROR
+        }
         (Command::Status(_), Response::ServiceStatus { status }) if !status.active => EXIT_INACTIVE,
         _ => EXIT_OK,
     }
@@ -366,13 +544,13 @@ pub fn exit_code(command: &Command, response: &Response) -> i32 {
 
 /// Why a run ended early: a message for stderr and an exit status. A
 /// closed stdout (`initctl logs -f | head -1`) ends quietly with 0.
-struct Fail(i32, String);
+pub(crate) struct Fail(i32, String);
 
-fn fail(msg: String) -> Fail {
+pub(crate) fn fail(msg: String) -> Fail {
     Fail(EXIT_FAILURE, msg)
 }
 
-fn write_stdout(text: &str) -> Result<(), Fail> {
+pub(crate) fn write_stdout(text: &str) -> Result<(), Fail> {
     let mut out = io::stdout().lock();
     match out.write_all(text.as_bytes()).and_then(|()| out.flush()) {
         Ok(()) => Ok(()),
@@ -382,11 +560,11 @@ fn write_stdout(text: &str) -> Result<(), Fail> {
 }
 
 /// Unlike eprint!, never panics (say, when stderr is a closed pipe).
-fn write_stderr(text: &str) {
+pub(crate) fn write_stderr(text: &str) {
     let _ = io::stderr().write_all(text.as_bytes());
 }
 
-fn parse_response(line: &str, endpoint: &Endpoint) -> Result<Response, Fail> {
+pub(crate) fn parse_response(line: &str, endpoint: &Endpoint) -> Result<Response, Fail> {
     serde_json::from_str(line).map_err(|e| {
         let shown: String = line.chars().take(200).collect();
         fail(format!(
@@ -420,11 +598,16 @@ fn show(cli: &Cli, line: &str, response: &Response) -> Result<i32, Fail> {
     Ok(exit_code(&cli.command, response))
 }
 
-fn exchange(cli: &Cli, endpoint: &Endpoint) -> Result<i32, Fail> {
+/// Connect and send `request`; the deadline of the first answer.
+pub(crate) fn open(
+    cli: &Cli,
+    endpoint: &Endpoint,
+    request: &Request,
+) -> Result<(Conn, Instant), Fail> {
     let deadline = Instant::now() + cli.timeout;
     let mut conn = Conn::connect(endpoint, cli.timeout)
         .map_err(|e| fail(format!("cannot connect to init at {endpoint}: {e}")))?;
-    if let Err(e) = conn.send(&cli.command.request(), deadline) {
+    if let Err(e) = conn.send(request, deadline) {
         // init may answer and close before it reads the request (out of
         // fds, too many connections): read what it said.
         if !matches!(e.kind(), ErrorKind::BrokenPipe | ErrorKind::ConnectionReset) {
@@ -433,6 +616,48 @@ fn exchange(cli: &Cli, endpoint: &Endpoint) -> Result<i32, Fail> {
             )));
         }
     }
+    Ok((conn, deadline))
+}
+
+/// The next answer line; `None` when init closed the connection and no
+/// answer was due (`deadline: None`, following).
+pub(crate) fn read_answer(
+    cli: &Cli,
+    endpoint: &Endpoint,
+    conn: &mut Conn,
+    deadline: Option<Instant>,
+) -> Result<Option<String>, Fail> {
+    match conn.read_line(deadline) {
+        Ok(Some(line)) => Ok(Some(line)),
+        Ok(None) if deadline.is_none() => Ok(None),
+        Ok(None) => Err(fail(format!(
+            "init at {endpoint} closed the connection without answering"
+        ))),
+        Err(e) if e.kind() == ErrorKind::TimedOut => Err(fail(format!(
+            "no answer from init at {endpoint} within {:?}",
+            cli.timeout
+        ))),
+        Err(e) => Err(fail(format!("cannot read from init at {endpoint}: {e}"))),
+    }
+}
+
+/// One request, one answer: the raw line and the response.
+pub(crate) fn ask(
+    cli: &Cli,
+    endpoint: &Endpoint,
+    request: &Request,
+) -> Result<(String, Response), Fail> {
+    let (mut conn, deadline) = open(cli, endpoint, request)?;
+    let line = read_answer(cli, endpoint, &mut conn, Some(deadline))?
+        .ok_or_else(|| fail(format!("init at {endpoint} closed the connection")))?;
+    let response = parse_response(&line, endpoint)?;
+    Ok((line, response))
+}
+
+/// The command's request, its answer(s) printed; following goes on until
+/// init closes the connection or our reader goes away.
+fn exchange(cli: &Cli, endpoint: &Endpoint) -> Result<i32, Fail> {
+    let (mut conn, deadline) = open(cli, endpoint, &cli.command.request())?;
     let following = matches!(
         cli.command,
         Command::Logs { follow: true, .. } | Command::Events { .. }
@@ -448,21 +673,8 @@ fn exchange(cli: &Cli, endpoint: &Endpoint) -> Result<i32, Fail> {
                 Err(e) => return Err(fail(format!("poll: {e}"))),
             }
         }
-        let line = match conn.read_line(deadline) {
-            Ok(Some(line)) => line,
-            Ok(None) if deadline.is_none() => return Ok(EXIT_OK),
-            Ok(None) => {
-                return Err(fail(format!(
-                    "init at {endpoint} closed the connection without answering"
-                )))
-            }
-            Err(e) if e.kind() == ErrorKind::TimedOut => {
-                return Err(fail(format!(
-                    "no answer from init at {endpoint} within {:?}",
-                    cli.timeout
-                )))
-            }
-            Err(e) => return Err(fail(format!("cannot read from init at {endpoint}: {e}"))),
+        let Some(line) = read_answer(cli, endpoint, &mut conn, deadline)? else {
+            return Ok(EXIT_OK);
         };
         let response = parse_response(&line, endpoint)?;
         let code = show(cli, &line, &response)?;
@@ -475,10 +687,90 @@ fn exchange(cli: &Cli, endpoint: &Endpoint) -> Result<i32, Fail> {
     }
 }
 
+/// `status A B ...`: one block each, the worst exit status.
+fn status_of(cli: &Cli, endpoint: &Endpoint, names: &[String]) -> Result<i32, Fail> {
+    let mut worst = EXIT_OK;
+    for (i, name) in names.iter().enumerate() {
+        if i > 0 && !cli.json {
+            write_stdout("\n")?;
+        }
+        let request = Request::ServiceStatus { name: name.clone() };
+        let (line, response) = ask(cli, endpoint, &request)?;
+        // Per name as for one (1 not found, 3 not active): the highest.
+        worst = worst.max(show(cli, &line, &response)?);
+    }
+    Ok(worst)
+}
+
+/// `status` without a name: the system status, then the services that are
+/// not in their expected state, with why. Exit 3 if there are any.
+fn overview(cli: &Cli, endpoint: &Endpoint) -> Result<i32, Fail> {
+    let (line, response) = ask(cli, endpoint, &Request::SystemStatus)?;
+    let code = show(cli, &line, &response)?;
+    if code != EXIT_OK {
+        return Ok(code);
+    }
+    let (line, response) = ask(cli, endpoint, &Request::ListServices)?;
+    let services = match response {
+        Response::ServiceList { services } => services,
+        other => return show(cli, &line, &other),
+    };
+    if cli.json {
+        write_stdout(&format!("{line}\n"))?;
+    }
+    let trouble: Vec<_> = services
+        .iter()
+        .filter(|s| TROUBLE.contains(&s.state.as_str()))
+        .collect();
+    if trouble.is_empty() {
+        return Ok(EXIT_OK);
+    }
+    if !cli.json {
+        write_stdout("\nNot in their expected state:\n")?;
+    }
+    let width = trouble.iter().map(|s| s.name.len()).max().unwrap_or(0);
+    for s in trouble {
+        let request = Request::ServiceStatus {
+            name: s.name.clone(),
+        };
+        let (line, response) = ask(cli, endpoint, &request)?;
+        if cli.json {
+            write_stdout(&format!("{line}\n"))?;
+            continue;
+        }
+        let reason = match &response {
+            Response::ServiceStatus { status } => status.reason.clone(),
+            _ => None,
+        };
+        let why = reason.map(|r| format!(" ({r})")).unwrap_or_default();
+        write_stdout(&format!("  {:<width$}  {}{why}\n", s.name, s.state))?;
+    }
+    Ok(EXIT_INACTIVE)
+}
+
+fn run_command(cli: &Cli, endpoint: &Endpoint) -> Result<i32, Fail> {
+    match &cli.command {
+        Command::Status(names) if names.is_empty() => overview(cli, endpoint),
+        Command::Status(names) => status_of(cli, endpoint, names),
+        Command::Logs {
+            name: None,
+            lines,
+            follow,
+        } => all_logs::run(cli, endpoint, *lines, *follow),
+        _ => exchange(cli, endpoint),
+    }
+}
+
 fn run(args: Vec<OsString>) -> i32 {
     let cli = match parse_args(args) {
         Ok(Action::Run(cli)) => cli,
-        Ok(Action::Help) => return write_stdout(HELP).map_or_else(|f| f.0, |()| EXIT_OK),
+        Ok(Action::Help(which)) => {
+            let text = match COMMANDS.iter().find(|u| Some(u.name) == which) {
+                Some(u) => command_help(u),
+                None => help(),
+            };
+            return write_stdout(&text).map_or_else(|f| f.0, |()| EXIT_OK);
+        }
         Ok(Action::Version) => {
             let v = format!("initctl {}\n", env!("CARGO_PKG_VERSION"));
             return write_stdout(&v).map_or_else(|f| f.0, |()| EXIT_OK);
@@ -487,12 +779,12 @@ fn run(args: Vec<OsString>) -> i32 {
             write_stderr(&format!(
                 "initctl: {msg}\nTry 'initctl --help' for more information.\n"
             ));
-            return EXIT_FAILURE;
+            return EXIT_USAGE;
         }
     };
     let result = resolve_endpoint(&cli, |k| std::env::var(k).ok())
-        .map_err(fail)
-        .and_then(|endpoint| exchange(&cli, &endpoint));
+        .map_err(|msg| Fail(EXIT_USAGE, msg))
+        .and_then(|endpoint| run_command(&cli, &endpoint));
     match result {
         Ok(code) => code,
         Err(Fail(code, msg)) => {

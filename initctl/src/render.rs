@@ -13,7 +13,19 @@ pub struct Rendered {
 pub fn render(response: &Response) -> Rendered {
     let mut out = Rendered::default();
     match response {
-        Response::Success { message } => out.stdout = format!("✓ {message}\n"),
+        Response::Success { message, errors } if errors.is_empty() => {
+            out.stdout = format!("✓ {message}\n")
+        }
+        Response::Success { message, errors } => {
+            // What was done on stdout, each error apart on stderr; the
+            // message also ends with them for older clients.
+            let all = format!("; errors: {}", errors.join("; "));
+            let done = message.strip_suffix(&all).unwrap_or(message);
+            out.stdout = format!("✓ {done}\n");
+            for e in errors {
+                out.stderr.push_str(&format!("✗ Error: {e}\n"));
+            }
+        }
         Response::Error { message } => out.stderr = format!("✗ Error: {message}\n"),
         Response::ServiceList { services } => out.stdout = list(services),
         Response::ServiceStatus { status } => out.stdout = status_block(status),
@@ -33,28 +45,39 @@ pub fn log_lines(logs: &[String]) -> String {
     logs.iter().map(|l| format!("{l}\n")).collect()
 }
 
+/// The seed's table plus a STATE column: `failed`, `auto-restart` and
+/// `invalid` are all "inactive" to ACTIVE. An init that sends no state
+/// gets active/inactive there too.
 pub fn list(services: &[ServiceSummary]) -> String {
     if services.is_empty() {
         return "No services found\n".into();
     }
     let mut s = format!(
-        "{:<25} {:<10} {:<10} {:<15} {}\n{}\n",
+        "{:<25} {:<10} {:<10} {:<15} {:<8} {}\n{}\n",
         "NAME",
         "ENABLED",
         "ACTIVE",
         "RESTART",
         "RESTARTS",
-        "-".repeat(75)
+        "STATE",
+        "-".repeat(88)
     );
     for svc in services {
+        let active = if svc.active { "active" } else { "inactive" };
+        let state = if svc.state.is_empty() {
+            active
+        } else {
+            svc.state.as_str()
+        };
         let _ = writeln!(
             s,
-            "{:<25} {:<10} {:<10} {:<15} {}",
+            "{:<25} {:<10} {:<10} {:<15} {:<8} {}",
             svc.name,
             if svc.enabled { "enabled" } else { "disabled" },
-            if svc.active { "active" } else { "inactive" },
+            active,
             svc.restart_policy,
-            svc.restart_count
+            svc.restart_count,
+            state
         );
     }
     s
@@ -264,15 +287,19 @@ mod tests {
 
     #[test]
     fn list_matches_the_seed_table() {
+        let mut failed = summary("worker", true, false, "no", 1);
+        failed.state = "failed".into();
         let text = list(&[
             summary("webapp", true, true, "always", 3),
             summary("cache", false, false, "on-failure", 0),
+            failed,
         ]);
         let expected = "\
-NAME                      ENABLED    ACTIVE     RESTART         RESTARTS
----------------------------------------------------------------------------
-webapp                    enabled    active     always          3
-cache                     disabled   inactive   on-failure      0
+NAME                      ENABLED    ACTIVE     RESTART         RESTARTS STATE
+----------------------------------------------------------------------------------------
+webapp                    enabled    active     always          3        active
+cache                     disabled   inactive   on-failure      0        inactive
+worker                    enabled    inactive   no              1        failed
 ";
         assert_eq!(text, expected);
         assert_eq!(list(&[]), "No services found\n");
@@ -412,6 +439,15 @@ Service: worker
             ("", "No logs available\n")
         );
         assert!(render(&Response::Pong).stdout.starts_with("✓ Pong"));
+        let r = render(&Response::Success {
+            message: "Reloaded: added a; errors: x.service: bad; y.service: worse".into(),
+            errors: vec!["x.service: bad".into(), "y.service: worse".into()],
+        });
+        assert_eq!(r.stdout, "✓ Reloaded: added a\n");
+        assert_eq!(
+            r.stderr,
+            "✗ Error: x.service: bad\n✗ Error: y.service: worse\n"
+        );
         let st = SystemStatus {
             uptime_secs: 2 * 86400 + 5 * 3600 + 32 * 60 + 15,
             total_services: 12,

@@ -37,7 +37,12 @@ fn options_before_or_after_the_command_words() {
     let a = cli("-p vsock --vsock-cid 16 --vsock-port 9001 status webapp");
     let b = cli("status webapp --vsock-port 9001 -p vsock --vsock-cid 16");
     assert_eq!(a, b);
-    assert_eq!(a.command, Command::Status("webapp".into()));
+    assert_eq!(a.command, Command::Status(vec!["webapp".into()]));
+    assert_eq!(
+        cli("status a b").command,
+        Command::Status(vec!["a".into(), "b".into()])
+    );
+    assert_eq!(cli("status").command, Command::Status(vec![]));
     assert_eq!(a.protocol, Some(Protocol::Vsock));
     assert_eq!((a.vsock_cid, a.vsock_port), (Some(16), Some(9001)));
 
@@ -64,16 +69,21 @@ fn logs_lines_and_follow() {
         } => (name, lines, follow),
         other => panic!("{other:?}"),
     };
-    assert_eq!(lines(cli("logs webapp")), ("webapp".into(), 50, false));
+    let some = |n: &str| Some(n.to_string());
+    assert_eq!(lines(cli("logs webapp")), (some("webapp"), 50, false));
     assert_eq!(
         lines(cli("logs webapp -n 100")),
-        ("webapp".into(), 100, false)
+        (some("webapp"), 100, false)
     );
-    assert_eq!(lines(cli("-n 7 logs -f db")), ("db".into(), 7, true));
+    assert_eq!(lines(cli("-n 7 logs -f db")), (some("db"), 7, true));
     assert_eq!(
         lines(cli("logs --follow --lines 0 db")),
-        ("db".into(), 0, true)
+        (some("db"), 0, true)
     );
+    assert_eq!(lines(cli("logs")), (None, 50, false));
+    assert_eq!(lines(cli("logs --all -f")), (None, 50, true));
+    assert!(usage_error("logs --all db").contains("not both"));
+    assert!(usage_error("list --all").contains("--all"));
     assert!(usage_error("logs db -n 10001").contains("10000"));
     assert!(usage_error("logs db -n lots").contains("lots"));
     assert!(usage_error("logs db -n").contains("--lines"));
@@ -152,9 +162,27 @@ fn every_command_maps_to_its_request() {
 
 #[test]
 fn help_and_version() {
-    assert_eq!(parse_args(args("-h")), Ok(Action::Help));
-    assert_eq!(parse_args(args("status x --help")), Ok(Action::Help));
-    assert_eq!(parse_args(args("help")), Ok(Action::Help));
+    assert_eq!(parse_args(args("-h")), Ok(Action::Help(None)));
+    assert_eq!(
+        parse_args(args("status x --help")),
+        Ok(Action::Help(Some("status")))
+    );
+    assert_eq!(
+        parse_args(args("-s /x.sock logs -h")),
+        Ok(Action::Help(Some("logs")))
+    );
+    assert_eq!(parse_args(args("help")), Ok(Action::Help(None)));
+    assert_eq!(
+        parse_args(args("help stop")),
+        Ok(Action::Help(Some("stop")))
+    );
+    assert!(usage_error("frob --help").contains("unknown command"));
+    // Every command is in --help, and has its own usage.
+    let all = help();
+    for u in COMMANDS {
+        assert!(all.contains(&format!("  {} ", u.name)), "{}", u.name);
+        assert!(command_help(u).starts_with(&format!("Usage: initctl {}", u.name)));
+    }
     assert_eq!(parse_args(args("-V")), Ok(Action::Version));
     assert_eq!(parse_args(args("--version")), Ok(Action::Version));
 }
@@ -163,7 +191,7 @@ fn help_and_version() {
 fn usage_errors() {
     assert!(usage_error("").contains("no command"));
     assert!(usage_error("frobnicate").contains("unknown command 'frobnicate'"));
-    assert!(usage_error("status").contains("needs a service name"));
+    assert!(usage_error("start").contains("needs a service name"));
     assert!(usage_error("ping extra").contains("unexpected argument 'extra'"));
     assert!(usage_error("ping --bogus").contains("'--bogus'"));
     assert!(usage_error("-p tcp ping").contains("'unix' or 'vsock'"));
@@ -212,30 +240,30 @@ fn env_of(pairs: &[(&str, &str)]) -> impl Fn(&str) -> Option<String> {
 #[test]
 fn missing_config_means_defaults() {
     let path = temp_file("missing", None);
-    assert_eq!(load_config(&path), Ok(InitctlConfig::default()));
-    let c = cli(&format!("-c {} ping", path.display()));
+    assert_eq!(load_config(&path, false), Ok(InitctlConfig::default()));
+    // Through INITCTL_CONFIG: defaults.
+    let p = path.display().to_string();
     assert_eq!(
-        resolve_endpoint(&c, env_of(&[])),
+        resolve_endpoint(&cli("ping"), env_of(&[("INITCTL_CONFIG", &p)])),
         Ok(Endpoint::Unix("/run/init.sock".into()))
     );
+    // Given with -c: an error naming it.
+    let c = cli(&format!("-c {} ping", path.display()));
+    let err = resolve_endpoint(&c, env_of(&[])).unwrap_err();
+    assert!(err.contains(&p), "{err}");
 }
 
 #[test]
 fn empty_config_means_defaults() {
     let path = temp_file("empty", Some("# nothing here\n"));
-    assert_eq!(load_config(&path), Ok(InitctlConfig::default()));
+    assert_eq!(load_config(&path, true), Ok(InitctlConfig::default()));
 }
 
 #[test]
 fn invalid_config_is_an_error_naming_the_file() {
-    for (name, text) in [
-        ("badyaml", "protocol: [unix\n"),
-        ("badproto", "protocol: tcp\n"),
-        ("badcid", "vsock_cid: minus one\n"),
-        ("notamap", "- a\n- b\n"),
-    ] {
+    for (name, text) in [("badyaml", "protocol: [unix\n"), ("notamap", "- a\n- b\n")] {
         let path = temp_file(name, Some(text));
-        let err = load_config(&path).unwrap_err();
+        let err = load_config(&path, false).unwrap_err();
         assert!(
             err.contains(&path.display().to_string()) && err.starts_with("invalid config"),
             "{name}: {err}"
@@ -246,8 +274,25 @@ fn invalid_config_is_an_error_naming_the_file() {
     // A directory where the file should be: unreadable, also named.
     let dir = temp_file("isdir", None);
     std::fs::create_dir_all(&*dir).unwrap();
-    let err = load_config(&dir).unwrap_err();
+    let err = load_config(&dir, false).unwrap_err();
     assert!(err.contains(&dir.display().to_string()), "{err}");
+}
+
+#[test]
+fn a_bad_key_takes_its_default_and_keeps_the_others() {
+    for (name, text) in [
+        ("badproto", "protocol: tcp\nunix_socket_path: /k.sock\n"),
+        (
+            "badcid",
+            "vsock_cid: minus one\nunix_socket_path: /k.sock\n",
+        ),
+    ] {
+        let path = temp_file(name, Some(text));
+        let c = load_config(&path, true).unwrap();
+        assert_eq!(c.unix_socket_path, "/k.sock", "{name}");
+        assert_eq!(c.protocol, Protocol::Unix, "{name}");
+        assert_eq!(c.vsock_cid, 3, "{name}");
+    }
 }
 
 #[test]
@@ -323,7 +368,7 @@ fn exit_codes() {
             ..Default::default()
         },
     };
-    let st = Command::Status("x".into());
+    let st = Command::Status(vec!["x".into()]);
     assert_eq!(exit_code(&st, &status(true)), EXIT_OK);
     assert_eq!(exit_code(&st, &status(false)), EXIT_INACTIVE);
     assert_eq!(
@@ -339,9 +384,19 @@ fn exit_codes() {
         exit_code(&Command::Start("x".into()), &Response::err("failed")),
         EXIT_ERROR
     );
+    let stop = Command::Stop("x".into());
+    assert_eq!(exit_code(&stop, &Response::ok("Service 'x' stopped")), 0);
+    let late = Response::ok("Service 'x' still stopping (SIGKILL follows at the stop timeout)");
+    assert_eq!(exit_code(&stop, &late), EXIT_ERROR);
+    let reload = Response::Success {
+        message: "Reloaded; errors: a: b".into(),
+        errors: vec!["a: b".into()],
+    };
+    assert_eq!(exit_code(&Command::Reload, &reload), EXIT_ERROR);
+    assert_eq!(exit_code(&Command::Reload, &Response::ok("Reloaded")), 0);
     assert_eq!(
-        (EXIT_OK, EXIT_ERROR, EXIT_FAILURE, EXIT_INACTIVE),
-        (0, 1, 2, 3)
+        (EXIT_OK, EXIT_ERROR, EXIT_FAILURE, EXIT_INACTIVE, EXIT_USAGE),
+        (0, 1, 2, 3, 64)
     );
 }
 

@@ -206,6 +206,51 @@ impl Conn {
         }
     }
 
+    /// A whole buffered line, if there is one (no read).
+    pub fn take_line(&mut self) -> io::Result<Option<String>> {
+        let Some(pos) = self.buf.iter().position(|&b| b == b'\n') else {
+            return Ok(None);
+        };
+        let rest = self.buf.split_off(pos + 1);
+        let mut line = std::mem::replace(&mut self.buf, rest);
+        line.pop();
+        utf8(line).map(Some)
+    }
+
+    /// One read of what has arrived (call when poll says readable, so it
+    /// does not block). Returns false at end of stream; a final line
+    /// without `\n` is then completed so `take_line` gives it.
+    pub fn read_some(&mut self) -> io::Result<bool> {
+        if self.buf.len() > MAX_RESPONSE_BYTES {
+            return Err(io::Error::new(
+                ErrorKind::InvalidData,
+                format!("response longer than {MAX_RESPONSE_BYTES} bytes"),
+            ));
+        }
+        self.stream.set_read_timeout(None)?;
+        let mut chunk = [0u8; 64 * 1024];
+        loop {
+            match self.stream.read(&mut chunk) {
+                Ok(0) => {
+                    if self.buf.last().is_some_and(|b| *b != b'\n') {
+                        self.buf.push(b'\n');
+                    }
+                    return Ok(false);
+                }
+                Ok(n) => {
+                    self.buf.extend_from_slice(&chunk[..n]);
+                    return Ok(true);
+                }
+                Err(e) if e.kind() == ErrorKind::Interrupted => {}
+                Err(e) => return Err(e),
+            }
+        }
+    }
+
+    pub fn fd(&self) -> BorrowedFd<'_> {
+        self.stream.as_fd()
+    }
+
     /// True when a whole line is already buffered (no read needed).
     pub fn has_line(&self) -> bool {
         self.buf.contains(&b'\n')

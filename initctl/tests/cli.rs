@@ -135,10 +135,10 @@ fn list_prints_the_table() {
     assert_eq!(
         stdout(&out),
         "\
-NAME                      ENABLED    ACTIVE     RESTART         RESTARTS
----------------------------------------------------------------------------
-webapp                    enabled    active     always          3
-cache                     disabled   inactive   no              0
+NAME                      ENABLED    ACTIVE     RESTART         RESTARTS STATE
+----------------------------------------------------------------------------------------
+webapp                    enabled    active     always          3        running
+cache                     disabled   inactive   no              0        inactive
 "
     );
     assert_eq!(fake.request(), "\"ListServices\"");
@@ -554,12 +554,12 @@ fn init_socket_env_and_config_file() {
 }
 
 #[test]
-fn invalid_config_file_exits_2_naming_it() {
+fn invalid_config_file_exits_64_naming_it() {
     let dir = temp_dir("badconfig");
     let config = dir.join("initctl.yaml");
-    std::fs::write(&config, "protocol: carrier-pigeon\n").unwrap();
+    std::fs::write(&config, "protocol: [carrier-pigeon\n").unwrap();
     let (out, _) = run_args(&["-c", config.to_str().unwrap(), "ping"]);
-    assert_eq!(out.status.code(), Some(2));
+    assert_eq!(out.status.code(), Some(64));
     assert!(
         stderr(&out).contains(config.to_str().unwrap()),
         "{}",
@@ -569,10 +569,10 @@ fn invalid_config_file_exits_2_naming_it() {
 }
 
 #[test]
-fn usage_errors_exit_2() {
-    for args in [&["frobnicate"][..], &["status"], &[], &["ping", "--bogus"]] {
+fn usage_errors_exit_64() {
+    for args in [&["frobnicate"][..], &["stop"], &[], &["ping", "--bogus"]] {
         let (out, _) = run_args(args);
-        assert_eq!(out.status.code(), Some(2), "{args:?}");
+        assert_eq!(out.status.code(), Some(64), "{args:?}");
         assert!(stderr(&out).contains("initctl --help"), "{args:?}");
         assert_eq!(stdout(&out), "");
     }

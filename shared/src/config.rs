@@ -202,3 +202,154 @@ impl Default for InitctlConfig {
         }
     }
 }
+
+/// A config read key by key from a YAML value: each key the file gives
+/// replaces the default unless its value is bad, in which case the key
+/// keeps its default and its error is returned (`key: why`, dotted for
+/// nested keys such as `control.vsock_port`). So a typo in one key costs
+/// that key only. Keys of nested sections (`control`, `vsock`) are taken
+/// one by one too. Null means defaults; anything but a mapping is an error.
+pub fn from_yaml_by_key<T>(file: &serde_yaml::Value) -> Result<(T, Vec<String>), String>
+where
+    T: Default + Serialize + serde::de::DeserializeOwned,
+{
+    use serde_yaml::Value;
+    if file.is_null() {
+        return Ok((T::default(), Vec::new()));
+    }
+    if !file.is_mapping() {
+        return Err("expected a mapping of keys to values".into());
+    }
+    let mut acc = serde_yaml::to_value(T::default()).map_err(|e| e.to_string())?;
+    let mut errors = Vec::new();
+    // (path into the value, value from the file), depth first, in file order.
+    let mut leaves: Vec<(Vec<Value>, Value)> = Vec::new();
+    collect_leaves(&acc, file, &mut Vec::new(), &mut leaves);
+    for (path, value) in leaves {
+        let mut trial = acc.clone();
+        set_path(&mut trial, &path, value);
+        match serde_yaml::from_value::<T>(trial.clone()) {
+            Ok(_) => acc = trial,
+            Err(e) => {
+                let key: Vec<String> = path.iter().map(key_text).collect();
+                let key = key.join(".");
+                let e = e.to_string();
+                // The error may already name the key (SocketMode's does).
+                let last = key.rsplit('.').next().unwrap_or_default();
+                let e = e
+                    .strip_prefix(&format!("{last}: "))
+                    .unwrap_or(&e)
+                    .to_string();
+                errors.push(format!("{key}: {e}"));
+            }
+        }
+    }
+    let config = serde_yaml::from_value(acc).map_err(|e| e.to_string())?;
+    Ok((config, errors))
+}
+
+/// Put `value` at `path`, making mappings on the way where needed.
+fn set_path(at: &mut serde_yaml::Value, path: &[serde_yaml::Value], value: serde_yaml::Value) {
+    let Some((first, rest)) = path.split_first() else {
+        *at = value;
+        return;
+    };
+    if !at.is_mapping() {
+        *at = serde_yaml::Value::Mapping(Default::default());
+    }
+    if let Some(map) = at.as_mapping_mut() {
+        let slot = map.entry(first.clone()).or_insert(serde_yaml::Value::Null);
+        set_path(slot, rest, value);
+    }
+}
+
+fn key_text(k: &serde_yaml::Value) -> String {
+    match k.as_str() {
+        Some(s) => s.to_string(),
+        None => format!("{k:?}"),
+    }
+}
+
+/// Walk `file` alongside `defaults`: descend where both are mappings (a
+/// section with fields of its own), else the file's value is one leaf.
+fn collect_leaves(
+    defaults: &serde_yaml::Value,
+    file: &serde_yaml::Value,
+    path: &mut Vec<serde_yaml::Value>,
+    out: &mut Vec<(Vec<serde_yaml::Value>, serde_yaml::Value)>,
+) {
+    let Some(map) = file.as_mapping() else {
+        return;
+    };
+    for (k, v) in map {
+        path.push(k.clone());
+        match defaults.get(k) {
+            Some(d)
+                if d.is_mapping()
+                    && v.is_mapping()
+                    && !d.as_mapping().is_some_and(|m| m.is_empty()) =>
+            {
+                collect_leaves(d, v, path, out)
+            }
+            _ => out.push((path.clone(), v.clone())),
+        }
+        path.pop();
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn load<T: Default + Serialize + serde::de::DeserializeOwned>(text: &str) -> (T, Vec<String>) {
+        from_yaml_by_key(&serde_yaml::from_str(text).unwrap()).unwrap()
+    }
+
+    #[test]
+    fn a_bad_key_takes_its_default_and_the_others_are_kept() {
+        let (c, errors): (InitConfig, _) = load(
+            "service_dir: /s\nmax_log_size: lots\ncontrol:\n  vsock_port: x\n  vsock_cid: 7\n  unix_socket_mode: \"0999\"\nenvironment:\n  A: b\nnsm_driver_path: null\n",
+        );
+        assert_eq!(c.service_dir, "/s");
+        assert_eq!(c.max_log_size, InitConfig::default().max_log_size);
+        assert_eq!(c.control.vsock_cid, 7);
+        assert_eq!(c.control.vsock_port, 9001);
+        assert_eq!(c.control.unix_socket_mode, SocketMode(0o600));
+        assert_eq!(c.environment.get("A").map(String::as_str), Some("b"));
+        assert_eq!(c.nsm_driver_path, None);
+        assert_eq!(errors.len(), 3, "{errors:?}");
+        assert!(errors[0].starts_with("max_log_size: "), "{errors:?}");
+        assert!(errors[1].starts_with("control.vsock_port: "), "{errors:?}");
+        assert!(
+            errors[2].starts_with("control.unix_socket_mode: "),
+            "{errors:?}"
+        );
+        assert!(
+            !errors[2].contains("unix_socket_mode: unix_socket_mode"),
+            "{errors:?}"
+        );
+    }
+
+    #[test]
+    fn a_section_that_is_not_a_mapping_keeps_its_defaults() {
+        let (c, errors): (InitConfig, _) = load("control: 5\nlog_dir: /l\n");
+        assert_eq!(c.control, ControlConfig::default());
+        assert_eq!(c.log_dir, "/l");
+        assert_eq!(errors.len(), 1);
+        assert!(errors[0].starts_with("control: "), "{errors:?}");
+    }
+
+    #[test]
+    fn initctl_keys_too() {
+        let (c, errors): (InitctlConfig, _) =
+            load("protocol: carrier-pigeon\nunix_socket_path: /x.sock\n");
+        assert_eq!(c.protocol, Protocol::Unix);
+        assert_eq!(c.unix_socket_path, "/x.sock");
+        assert!(errors[0].starts_with("protocol: "), "{errors:?}");
+        assert!(
+            from_yaml_by_key::<InitctlConfig>(&serde_yaml::from_str("- a\n").unwrap()).is_err()
+        );
+        let (c, e): (InitctlConfig, _) = load("# nothing\n");
+        assert_eq!((c, e), (InitctlConfig::default(), vec![]));
+    }
+}

@@ -95,6 +95,11 @@ fn is_false(b: &bool) -> bool {
 pub enum Response {
     Success {
         message: String,
+        /// What could not be used, each `file: reason` (reload's invalid
+        /// files and init.yaml errors). An addition to the seed, left out
+        /// when empty; `message` still says it all for older clients.
+        #[serde(default, skip_serializing_if = "Vec::is_empty")]
+        errors: Vec<String>,
     },
     Error {
         message: String,
@@ -189,6 +194,7 @@ impl Response {
     pub fn ok(message: impl Into<String>) -> Self {
         Response::Success {
             message: message.into(),
+            errors: Vec::new(),
         }
     }
     pub fn err(message: impl Into<String>) -> Self {
@@ -325,6 +331,38 @@ mod tests {
             serde_json::to_string(&Response::err("no")).unwrap(),
             r#"{"Error":{"message":"no"}}"#
         );
+    }
+
+    /// The seed's Response, as an older initctl decodes it.
+    #[derive(Debug, PartialEq, Deserialize)]
+    enum SeedResponse {
+        Success { message: String },
+    }
+
+    #[test]
+    fn success_with_errors_still_decodes_as_the_seed_shape() {
+        let plain = serde_json::to_string(&Response::ok("done")).unwrap();
+        assert_eq!(plain, r#"{"Success":{"message":"done"}}"#);
+        let r = Response::Success {
+            message: "Reloaded; errors: a.service: bad".into(),
+            errors: vec!["a.service: bad".into()],
+        };
+        let line = serde_json::to_string(&r).unwrap();
+        assert_eq!(
+            line,
+            r#"{"Success":{"message":"Reloaded; errors: a.service: bad","errors":["a.service: bad"]}}"#
+        );
+        let old: SeedResponse = serde_json::from_str(&line).unwrap();
+        assert_eq!(
+            old,
+            SeedResponse::Success {
+                message: "Reloaded; errors: a.service: bad".into()
+            }
+        );
+        let back: Response = serde_json::from_str(&line).unwrap();
+        assert_eq!(back, r);
+        let seed: Response = serde_json::from_str(r#"{"Success":{"message":"x"}}"#).unwrap();
+        assert_eq!(seed, Response::ok("x"));
     }
 
     #[test]

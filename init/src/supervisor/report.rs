@@ -109,7 +109,7 @@ impl<O: Os> Supervisor<O> {
     /// The result of an enable, disable or reload (`kind`).
     pub(super) fn emit_result(&mut self, kind: &str, service: Option<&str>, r: &Response) {
         let (ok, message) = match r {
-            Response::Success { message } => (true, message.clone()),
+            Response::Success { message, errors } => (errors.is_empty(), message.clone()),
             Response::Error { message } => (false, message.clone()),
             _ => return,
         };

@@ -325,17 +325,13 @@ impl<O: Os> Supervisor<O> {
         let r = match self.ending {
             Some(_) => Response::err("system is shutting down"),
             None => {
-                let msg = self.reload();
+                let (message, errors) = self.reload();
                 if by_signal {
-                    info!("SIGHUP: {msg}");
+                    info!("SIGHUP: {message}");
                 }
-                let r = if msg.starts_with("reload failed") {
-                    Response::err(msg.clone())
-                } else {
-                    Response::ok(msg.clone())
-                };
+                let r = Response::Success { message, errors };
                 self.emit_result("reload", None, &r);
-                Response::ok(msg)
+                r
             }
         };
         for client in std::mem::take(&mut self.reload_waiters) {
@@ -359,6 +355,7 @@ impl<O: Os> Supervisor<O> {
         if *s.state() == State::Running {
             return Response::ok(format!("Service '{name}' is already running"));
         }
+        let down = self.down_requirements(id);
         self.stop_queue.remove(&id);
         self.queue.push_back(Work::Start {
             id,
@@ -366,16 +363,31 @@ impl<O: Os> Supervisor<O> {
             pull_in: true,
         });
         self.drain();
+        // Named as a stop names the dependents it stopped.
+        let started: Vec<&str> = down
+            .iter()
+            .filter_map(|r| self.table.get(*r))
+            .filter(|r| r.state().active())
+            .map(|r| r.name.as_str())
+            .collect();
+        let what = if started.is_empty() {
+            format!("Service '{name}'")
+        } else {
+            format!(
+                "Service '{name}' and what it requires ({})",
+                started.join(", ")
+            )
+        };
         let Some(s) = self.table.get(id) else {
             return Response::err(format!("Service '{name}' is gone"));
         };
         let reason = s.m().reason().unwrap_or_default();
         match s.state() {
-            State::Running => Response::ok(format!("Service '{name}' started")),
+            State::Running => Response::ok(format!("{what} started")),
             State::Exited => Response::ok(format!(
                 "Service '{name}' has already run (restart runs it again)"
             )),
-            State::Starting => Response::ok(format!("Service '{name}' is starting")),
+            State::Starting => Response::ok(format!("{what} starting")),
             State::Stopping => Response::ok(format!(
                 "Service '{name}' will start once its old process has exited"
             )),
@@ -387,6 +399,26 @@ impl<O: Os> Supervisor<O> {
                 Response::err(format!("Service '{name}' failed to start: {reason}"))
             }
         }
+    }
+
+    /// What `id` requires (transitively) that is down now, in start order.
+    fn down_requirements(&self, id: usize) -> Vec<usize> {
+        let mut found = BTreeSet::new();
+        let mut todo = vec![id];
+        while let Some(x) = todo.pop() {
+            for r in self.deps.requires(x).iter().flatten() {
+                if *r != id && found.insert(*r) {
+                    todo.push(*r);
+                }
+            }
+        }
+        let down = |r: &usize| self.table.get(*r).is_some_and(|s| s.state().down());
+        self.deps
+            .order()
+            .iter()
+            .copied()
+            .filter(|r| found.contains(r) && down(r))
+            .collect()
     }
 
     fn stop_request(&mut self, client: ClientId, id: usize, name: &str) -> Reply {
@@ -662,7 +694,7 @@ impl<O: Os> Supervisor<O> {
                     Response::Error { message } => {
                         return Response::err(format!("{msg}; but {message}"))
                     }
-                    Response::Success { message } => msg = format!("{msg}; {message}"),
+                    Response::Success { message, .. } => msg = format!("{msg}; {message}"),
                     _ => {}
                 },
                 None => return Response::err(format!("{msg}; but it could not be loaded")),
@@ -780,18 +812,18 @@ impl<O: Os> Supervisor<O> {
 
     /// Re-read init.yaml's service settings and every service file; start
     /// what is new, stop what is gone, keep what runs unchanged.
-    pub fn reload(&mut self) -> String {
+    /// Returns the message and the errors (also in the message).
+    pub fn reload(&mut self) -> (String, Vec<String>) {
         let msg = self.reload_files();
         self.drain();
         msg
     }
 
-    fn reload_files(&mut self) -> String {
+    fn reload_files(&mut self) -> (String, Vec<String>) {
         let mut errors = Vec::new();
         let loaded = crate::config::load(&self.config_path);
-        if let Some(e) = loaded.error {
-            errors.push(e);
-        } else if loaded.source.is_some() {
+        errors.extend(loaded.errors);
+        if loaded.source.is_some() {
             let c = loaded.config;
             self.cfg.environment = c.environment;
             self.cfg.max_log_size = c.max_log_size;
@@ -803,7 +835,7 @@ impl<O: Os> Supervisor<O> {
             Ok(u) => u,
             Err(e) => {
                 errors.push(e);
-                return format!("reload failed: {}", errors.join("; "));
+                return (format!("reload failed: {}", errors.join("; ")), errors);
             }
         };
         let (mut added, mut removed, mut changed) = (Vec::new(), Vec::new(), Vec::new());
@@ -898,7 +930,7 @@ impl<O: Os> Supervisor<O> {
         if !errors.is_empty() {
             msg.push_str(&format!("; errors: {}", errors.join("; ")));
         }
-        msg
+        (msg, errors)
     }
 }
 

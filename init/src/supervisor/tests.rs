@@ -311,7 +311,7 @@ fn name(n: &str) -> String {
 
 fn ok_text(r: &Response) -> &str {
     match r {
-        Response::Success { message } => message,
+        Response::Success { message, .. } => message,
         other => panic!("not a success: {other:?}"),
     }
 }
@@ -620,7 +620,8 @@ fn a_manual_start_pulls_in_its_requirements_first() {
     r.exit("db", code(0));
     assert_eq!(r.state("db"), "inactive");
     let (_, reply) = r.send(Request::ServiceStart { name: name("app") });
-    assert_eq!(reply, Reply::Now(Response::ok("Service 'app' started")));
+    let started = "Service 'app' and what it requires (db) started";
+    assert_eq!(reply, Reply::Now(Response::ok(started)));
     let (db, app) = (r.pid("db").unwrap(), r.pid("app").unwrap());
     assert!(db < app, "db was spawned first");
 }
