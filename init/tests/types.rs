@@ -8,8 +8,10 @@ use common::*;
 use std::time::{Duration, Instant};
 
 /// `echo MSG | socat` to the notify socket, from the service's own group.
+/// socat lingers after sending (`-t`): init looks the sender up when it
+/// reads the message.
 fn notify(msg: &str) -> String {
-    format!("printf \"{msg}\" | socat - UNIX-SENDTO:$NOTIFY_SOCKET")
+    format!("printf \"{msg}\" | socat -t 5 - UNIX-SENDTO:$NOTIFY_SOCKET")
 }
 
 #[test]

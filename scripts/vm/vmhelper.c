@@ -9,7 +9,11 @@
  *      /dev/console and /dev, so init starts exactly as in an enclave whose
  *      initramfs has no /dev/console;
  *   4. forks: the child answers one heartbeat (reads 0xB7, reports on the
- *      console, echoes it); the parent execs /sbin/init, keeping PID 1.
+ *      console, echoes it); the parent execs /sbin/init, keeping PID 1;
+ *   5. forks a second child that follows init's events over VSOCK as the
+ *      host would (CID 1, port 9001, `{"Events":{"since":N}}`, again after
+ *      a lost connection) and prints each as `VMHELPER event <json>`, up
+ *      to the `final` event init sends before powering off.
  *
  * Every line it prints starts with "VMHELPER" and goes to the console fd it
  * kept (CLOEXEC, so init never sees it).
@@ -162,7 +166,65 @@ static int notify(const char *msg)
         return 1;
     ssize_t n = sendto(s, msg, strlen(msg), 0, (struct sockaddr *)&a, sizeof a);
     close(s);
+    /* init believes a message by its sender's process group, which it can
+     * only look up while the sender lives: stay a while. */
+    usleep(1000 * 1000);
     return n < 0;
+}
+
+/* Follow init's events over VSOCK until the final one (see 5. above). */
+static void follow_events(void)
+{
+    unsigned long last = 0;
+    static char line[65536];
+    for (int tries = 0; tries < 1200; tries++) {
+        int s = socket(AF_VSOCK, SOCK_STREAM | SOCK_CLOEXEC, 0);
+        struct sockaddr_vm a = { .svm_family = AF_VSOCK, .svm_cid = 1, .svm_port = 9001 };
+        if (s < 0 || connect(s, (struct sockaddr *)&a, sizeof a) != 0) {
+            if (s >= 0)
+                close(s);
+            usleep(100 * 1000);
+            continue;
+        }
+        char req[64];
+        int n = snprintf(req, sizeof req, "{\"Events\":{\"since\":%lu}}\n", last);
+        if (write(s, req, n) != n) {
+            close(s);
+            continue;
+        }
+        size_t len = 0;
+        for (;;) {
+            ssize_t r = read(s, line + len, sizeof line - 1 - len);
+            if (r <= 0)
+                break;
+            len += r;
+            char *nl;
+            while ((nl = memchr(line, '\n', len))) {
+                *nl = 0;
+                char *seq = strstr(line, "\"seq\":");
+                if (seq)
+                    last = strtoul(seq + 6, NULL, 10);
+                if (console >= 0) {
+                    (void)!write(console, "VMHELPER event ", 15);
+                    (void)!write(console, line, nl - line);
+                    (void)!write(console, "\n", 1);
+                }
+                int final = strstr(line, "\"kind\":\"final\"") != NULL;
+                size_t used = nl + 1 - line;
+                memmove(line, nl + 1, len - used);
+                len -= used;
+                if (final) {
+                    say("VMHELPER events: final event received");
+                    _exit(0);
+                }
+            }
+            if (len == sizeof line - 1)
+                len = 0; /* a line longer than the buffer: drop it */
+        }
+        close(s);
+    }
+    say("VMHELPER events: gave up");
+    _exit(1);
 }
 
 int main(int argc, char **args)
@@ -222,6 +284,10 @@ int main(int argc, char **args)
         say("VMHELPER fork failed: %s", strerror(errno));
     if (ls >= 0)
         close(ls);
+    if (fork() == 0) {
+        setsid();
+        follow_events();
+    }
 
     char *argv[] = { "/sbin/init", NULL };
     char *envp[] = { "HOME=/", "TERM=linux", NULL };
