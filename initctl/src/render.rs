@@ -108,6 +108,13 @@ pub fn status_block(st: &ServiceStatus) -> String {
     if let Some(pid) = st.pid {
         line("PID", &pid);
     }
+    // An init that predates service types sends none; simple is the default.
+    if !matches!(st.service_type.as_str(), "" | "simple") {
+        line("Type", &st.service_type);
+    }
+    if let Some(text) = &st.status_text {
+        line("Notify Status", text);
+    }
     // An init that predates containment says nothing about it.
     match (&st.cgroup, st.containment.as_str()) {
         (Some(cg), _) => {
@@ -390,6 +397,16 @@ Service: worker
         let mut st = webapp();
         st.containment = "cgroup".into();
         st.cgroup = Some("/sys/fs/cgroup/init-1/webapp.service".into());
+        st.service_type = "notify".into();
+        st.status_text = Some("serving".into());
+        let b = status_block(&st);
+        assert!(
+            b.contains("  Type: notify\n") && b.contains("  Notify Status: serving\n"),
+            "{b}"
+        );
+        st.service_type = "simple".into();
+        st.status_text = None;
+        assert!(!status_block(&st).contains("Type:"));
         st.cgroup_procs = Some(3);
         let text = status_block(&st);
         let want = "  PID: 1234\n  CGroup: /sys/fs/cgroup/init-1/webapp.service (3 processes)\n";
