@@ -2,12 +2,12 @@
 //! one work queue, and what each control request does (`requests`). It owns
 //! no fd of its own: it touches processes and fds only through `Os`, and it
 //! learns of events through its entry points (`on_token`, `on_sigchld`,
-//! `on_timer`, `request`, `client_gone`), each of which ends in one drain
+//! `on_timer`, `on_notify`, `request`, `client_gone`), each of which ends in one drain
 //! of the queue. What it has to say to clients is queued in `out` for the
 //! reactor to deliver. Tests drive it with a fake `Os` and clock.
 //!
 //! Every effect (start, event to a machine, re-checking what waits on a
-//! changed service, stop-queue progress) is a `Work` item, drained in one
+//! changed service, stop-queue progress, the beginning of the end) is a `Work` item, drained in one
 //! place, in order: nothing recurses, and there are no fixed rounds.
 
 use crate::logs::{LogSettings, Pipe};
