@@ -537,7 +537,13 @@ pub fn exit_code(command: &Command, response: &Response) -> i32 {
         {
             EXIT_ERROR
         }
-        (Command::Status(_), Response::ServiceStatus { status }) if !status.active => EXIT_INACTIVE,
+        // A oneshot that ran to completion is done, as systemd's
+        // "active (exited)": not a failure to report.
+        (Command::Status(_), Response::ServiceStatus { status })
+            if !status.active && status.state != "exited" =>
+        {
+            EXIT_INACTIVE
+        }
         _ => EXIT_OK,
     }
 }

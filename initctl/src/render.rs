@@ -91,6 +91,7 @@ fn status_word(st: &ServiceStatus) -> String {
         (true, state) => format!("active ({state})"),
         (false, "" | "stopped" | "inactive" | "dead") => "inactive (dead)".into(),
         (false, "failed") => "failed".into(),
+        (false, "exited") => "done (exited)".into(),
         (false, state) => format!("inactive ({state})"),
     }
 }

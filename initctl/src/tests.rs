@@ -371,6 +371,14 @@ fn exit_codes() {
     let st = Command::Status(vec!["x".into()]);
     assert_eq!(exit_code(&st, &status(true)), EXIT_OK);
     assert_eq!(exit_code(&st, &status(false)), EXIT_INACTIVE);
+    let done = Response::ServiceStatus {
+        status: ServiceStatus {
+            active: false,
+            state: "exited".into(),
+            ..Default::default()
+        },
+    };
+    assert_eq!(exit_code(&st, &done), EXIT_OK, "a finished oneshot");
     assert_eq!(
         exit_code(&st, &Response::err("no such service")),
         EXIT_ERROR
