@@ -567,12 +567,9 @@ mod tests {
     use std::io::Read;
     use std::time::Instant;
 
-    /// A log answer encoded piece by piece is the same bytes as encoded
-    /// whole, whatever comes after it; a reader that never reads holds at
-    /// most a piece of it encoded.
-    #[test]
-    fn a_log_answer_is_encoded_as_the_socket_takes_it() {
-        let (a, mut b) = std::os::unix::net::UnixStream::pair().unwrap();
+    /// A connection from a local root peer, and the client's end.
+    fn conn() -> (Conn, std::os::unix::net::UnixStream) {
+        let (a, b) = std::os::unix::net::UnixStream::pair().unwrap();
         a.set_nonblocking(true).unwrap();
         let who = Who {
             peer: Peer::Unix {
@@ -582,8 +579,17 @@ mod tests {
             },
             role: Role::Full,
         };
+        let stream = Stream::Unix(mio::net::UnixStream::from_std(a));
+        (Conn::new(stream, who, Instant::now()), b)
+    }
+
+    /// A log answer encoded piece by piece is the same bytes as encoded
+    /// whole, whatever comes after it; a reader that never reads holds at
+    /// most a piece of it encoded.
+    #[test]
+    fn a_log_answer_is_encoded_as_the_socket_takes_it() {
+        let (mut c, mut b) = conn();
         let now = Instant::now();
-        let mut c = Conn::new(Stream::Unix(mio::net::UnixStream::from_std(a)), who, now);
         let logs: Vec<String> = (0..20_000)
             .map(|i| format!("{i} \u{1}\"\\ é {}", "x".repeat(i % 300)))
             .collect();
@@ -624,18 +630,8 @@ mod tests {
     /// queued for it any more.
     #[test]
     fn a_dropped_follower_queues_nothing_more() {
-        let (a, _b) = std::os::unix::net::UnixStream::pair().unwrap();
-        a.set_nonblocking(true).unwrap();
-        let who = Who {
-            peer: Peer::Unix {
-                uid: 0,
-                gid: 0,
-                pid: 1,
-            },
-            role: Role::Full,
-        };
+        let (mut c, _b) = conn();
         let now = Instant::now();
-        let mut c = Conn::new(Stream::Unix(mio::net::UnixStream::from_std(a)), who, now);
         c.start_follow(vec![], now);
         let line = Response::ok("x".repeat(1000));
         while !c.broken {

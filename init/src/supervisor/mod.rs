@@ -465,14 +465,6 @@ impl<O: Os> Supervisor<O> {
         }
         if changed {
             self.emit_state(id, from, exit);
-            if from == State::Starting.name()
-                && self
-                    .table
-                    .get(id)
-                    .is_some_and(|s| *s.state() == State::Running)
-            {
-                self.emit_ready(id);
-            }
             self.queue.push_back(Work::Changed(id));
         }
         if let Some(success) = step.ended {

@@ -1,8 +1,9 @@
 //! What the supervisor tells about itself: events (recorded in
 //! `crate::events` and pushed to every follower of events, one copy for
 //! all) and the figures of `initctl metrics` (rendered by
-//! `crate::metrics`). Every state change goes through `emit_state`, called
-//! from the one place a machine changes (`Supervisor::feed`).
+//! `crate::metrics`). Every state change goes through `emit_state` (which
+//! also says when a notify service became ready), called from the one place
+//! a machine changes (`Supervisor::feed`).
 
 use super::table::Service;
 use super::{ClientId, Ending, Out, Reply, Supervisor};
@@ -86,14 +87,19 @@ impl<O: Os> Supervisor<O> {
             restart_count: Some(m.restart_count()),
             ..Event::default()
         });
+        // A notify service that left `starting` for `running` is ready.
+        let ready = from == State::Starting.name() && *s.state() == State::Running;
         self.emit(e);
         if let Some(l) = limit {
             self.emit(l);
         }
+        if ready {
+            self.emit_ready(id);
+        }
     }
 
-    /// A notify service said it is ready (for the lead's notify services).
-    pub(super) fn emit_ready(&mut self, id: usize) {
+    /// A notify service said it is ready.
+    fn emit_ready(&mut self, id: usize) {
         let Some(s) = self.table.get(id) else {
             return;
         };

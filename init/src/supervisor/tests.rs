@@ -200,6 +200,11 @@ fn svc(name: &str, extra: &str) -> (String, String) {
 }
 
 fn rig(files: &[(String, String)]) -> Rig {
+    rig_failing(files, &[])
+}
+
+/// `rig`, with these exec_start values failing from the boot on.
+fn rig_failing(files: &[(String, String)], fail: &[&str]) -> Rig {
     let n = DIRS.fetch_add(1, Ordering::SeqCst);
     let dir = std::env::temp_dir().join(format!("init-sup-test-{}-{n}", std::process::id()));
     let _ = std::fs::remove_dir_all(&dir);
@@ -212,10 +217,11 @@ fn rig(files: &[(String, String)]) -> Rig {
         log_dir: dir.join("log").display().to_string(),
         ..InitConfig::default()
     };
-    let os = FakeOs {
+    let mut os = FakeOs {
         t: Some(Instant::now()),
         ..FakeOs::default()
     };
+    os.fail_exec.extend(fail.iter().map(|f| f.to_string()));
     let mut sup = Supervisor::new(os, cfg, dir.join("init.yaml"));
     sup.boot();
     let mut r = Rig {
@@ -1542,37 +1548,6 @@ fn followers_of_events_get_each_new_one_and_the_kept_ones_since() {
     r.sup.final_event();
     assert!(r.sup.take_out().is_empty(), "no follower left");
     assert_eq!(r.event_lines().last().unwrap(), "final -");
-}
-
-/// `rig`, with these exec_start values failing from the boot on.
-fn rig_failing(files: &[(String, String)], fail: &[&str]) -> Rig {
-    let n = DIRS.fetch_add(1, Ordering::SeqCst);
-    let dir = std::env::temp_dir().join(format!("init-sup-ev-{}-{n}", std::process::id()));
-    let _ = std::fs::remove_dir_all(&dir);
-    std::fs::create_dir_all(dir.join("services")).unwrap();
-    for (name, text) in files {
-        std::fs::write(dir.join("services").join(format!("{name}.service")), text).unwrap();
-    }
-    let cfg = InitConfig {
-        service_dir: dir.join("services").display().to_string(),
-        log_dir: dir.join("log").display().to_string(),
-        ..InitConfig::default()
-    };
-    let mut os = FakeOs {
-        t: Some(Instant::now()),
-        ..FakeOs::default()
-    };
-    os.fail_exec.extend(fail.iter().map(|f| f.to_string()));
-    let mut sup = Supervisor::new(os, cfg, dir.join("init.yaml"));
-    sup.boot();
-    let mut r = Rig {
-        sup,
-        dir,
-        next_client: 1,
-        answers: BTreeMap::new(),
-    };
-    r.tick();
-    r
 }
 
 impl Rig {
