@@ -250,6 +250,9 @@ fuzz_target!(|data: &[u8]| {
     // The newest lines come back from tail (ring or files).
     if log.dropped() == (0, 0) {
         let k = all.len().min(5);
-        assert_eq!(log.tail_within(s, k, usize::MAX).0, all[all.len() - k..].to_vec());
+        assert_eq!(
+            log.tail_within(s, k, usize::MAX).0,
+            all[all.len() - k..].to_vec()
+        );
     }
 });
