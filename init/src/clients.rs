@@ -315,7 +315,7 @@ impl Clients {
             ) {
                 Ok(()) => {
                     self.conns.insert(cid, conn);
-                    if self.on_conn(reg, cid, sup, now) {
+                    if self.on_conn(reg, cid, sup, now, true) {
                         self.again.push(Token(CONN_BASE + cid as usize));
                     }
                 }
@@ -462,16 +462,18 @@ impl Clients {
     }
 
     /// Readiness of a connection: read, write, serve. True if it has more
-    /// requests waiting than one turn serves.
+    /// requests waiting than one turn serves. `closed`: the event said the
+    /// peer closed (or it is a backlog turn), so read to the end.
     pub fn on_conn<O: Os>(
         &mut self,
         reg: &Registry,
         cid: ClientId,
         sup: &mut Supervisor<O>,
         now: Instant,
+        closed: bool,
     ) -> bool {
         if let Some(c) = self.conns.get_mut(&cid) {
-            c.fill();
+            c.fill(closed);
             c.flush(now);
         }
         self.serve(reg, cid, sup, now)
@@ -505,7 +507,7 @@ impl Clients {
                     // Input left in the kernel while this client was busy
                     // sends no new edge: read again before waiting for one.
                     Next::Incomplete => {
-                        if !c.read_closed && c.fill() {
+                        if c.may_have_more() && c.fill(true) {
                             continue;
                         }
                         break;

@@ -89,6 +89,9 @@ pub struct Conn {
     after: Vec<u8>,
     /// The peer half-closed or reset: no more requests will come.
     pub read_closed: bool,
+    /// The last read found the kernel's buffer empty: until the next
+    /// readiness edge there is nothing more to read.
+    drained: bool,
     /// Close once the output is flushed.
     pub close_after_flush: bool,
     /// Fatal write error: drop now.
@@ -206,6 +209,7 @@ impl Conn {
             rest: None,
             after: Vec::new(),
             read_closed: false,
+            drained: false,
             close_after_flush: false,
             broken: false,
             busy: false,
@@ -236,13 +240,17 @@ impl Conn {
         self.inbuf.len().saturating_sub(self.in_head)
     }
 
-    pub fn fill(&mut self) -> bool {
+    /// Read what the kernel has (up to the request limit). A short read
+    /// means the buffer was empty, and the next byte brings a new edge; a
+    /// caller told the peer closed (`to_eof`) reads on to see the end.
+    pub fn fill(&mut self, to_eof: bool) -> bool {
         if self.in_head > 0 {
             self.inbuf.drain(..self.in_head.min(self.inbuf.len()));
             self.in_head = 0;
         }
         let mut got = false;
         let mut buf = [0u8; 16 * 1024];
+        self.drained = false;
         while !self.read_closed && self.inbuf.len() <= MAX_REQUEST_BYTES {
             match self.stream.read(&mut buf) {
                 Ok(0) => self.read_closed = true,
@@ -250,13 +258,26 @@ impl Conn {
                     got = true;
                     self.inbuf
                         .extend_from_slice(buf.get(..n).unwrap_or_default());
+                    if n < buf.len() && !to_eof {
+                        self.drained = true;
+                        break;
+                    }
                 }
                 Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
-                Err(e) if e.kind() == io::ErrorKind::WouldBlock => break,
+                Err(e) if e.kind() == io::ErrorKind::WouldBlock => {
+                    self.drained = true;
+                    break;
+                }
                 Err(_) => self.read_closed = true,
             }
         }
         got
+    }
+
+    /// Input may be left in the kernel: a read stopped at the request
+    /// limit, and no new edge will come for it.
+    pub fn may_have_more(&self) -> bool {
+        !self.read_closed && !self.drained
     }
 
     fn input(&self) -> &[u8] {

@@ -3,7 +3,8 @@
 //! it: signals, deadlines and service tokens (pidfds, output pipes) to the
 //! supervisor, listeners and connections to the clients. After each batch
 //! it lets the supervisor finish its turn, delivers what it has for
-//! clients, and re-arms the timer for the earliest deadline.
+//! clients, and arms the timer for the earliest deadline (re-armed only
+//! when that deadline comes sooner, or the timer fired).
 
 use crate::clients::{Clients, SocketInUse, UNIX_LISTENER, VSOCK_LISTENER};
 use crate::notify::NotifySocket;
@@ -38,6 +39,8 @@ pub struct Reactor {
     sup: Supervisor<RealOs>,
     /// Sources that still had data (or requests) when their turn ran out.
     backlog: BTreeSet<Token>,
+    /// The deadline the timerfd is armed for, None when disarmed or fired.
+    armed: Option<Instant>,
 }
 
 /// Why the reactor could not be set up.
@@ -108,6 +111,7 @@ impl Reactor {
             timer,
             clients,
             backlog: BTreeSet::new(),
+            armed: None,
         })
     }
 
@@ -128,10 +132,21 @@ impl Reactor {
                 continue;
             }
             self.clients.new_turn();
-            let mut tokens: Vec<Token> = events.iter().map(|e| e.token()).collect();
-            tokens.extend(std::mem::take(&mut self.backlog));
-            for t in tokens {
-                let r = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| self.dispatch(t)));
+            // With each token: whether the peer may have closed (or it is
+            // a backlog turn), so that a reader reads on to the end.
+            let mut tokens: Vec<(Token, bool)> = events
+                .iter()
+                .map(|e| (e.token(), e.is_read_closed() || e.is_error()))
+                .collect();
+            tokens.extend(
+                std::mem::take(&mut self.backlog)
+                    .into_iter()
+                    .map(|t| (t, true)),
+            );
+            for (t, closed) in tokens {
+                let r = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
+                    self.dispatch(t, closed)
+                }));
                 if r.is_err() {
                     error!("internal error while handling event {t:?}; carrying on");
                 }
@@ -151,12 +166,13 @@ impl Reactor {
         }
     }
 
-    fn dispatch(&mut self, t: Token) {
+    fn dispatch(&mut self, t: Token, closed: bool) {
         let now = Instant::now();
         let reg = self.poll.registry();
         match t {
             SIGNAL => self.on_signals(),
             TIMER => {
+                self.armed = None;
                 sys::drain_counter(self.timer.as_fd().as_raw_fd());
                 self.sup.on_timer();
                 self.clients.on_timer(reg, &mut self.sup, now);
@@ -179,7 +195,7 @@ impl Reactor {
             }
             Token(n) if n >= SVC_BASE => {
                 if let Some(cid) = Clients::is_conn(t) {
-                    if self.clients.on_conn(reg, cid, &mut self.sup, now) {
+                    if self.clients.on_conn(reg, cid, &mut self.sup, now, closed) {
                         self.backlog.insert(t);
                     }
                 } else if self.sup.on_token(t) {
@@ -254,9 +270,21 @@ impl Reactor {
             .into_iter()
             .flatten()
             .min();
-        let after = next.map(|d| d.saturating_duration_since(now));
-        if let Err(e) = sys::arm_timer(&self.timer, after) {
-            error!("timerfd: {e}");
+        // Re-armed only when the earliest deadline comes sooner than the
+        // armed one: a deadline that moved later (a client's idle deadline
+        // at each request) costs one early wake-up, not a syscall a turn.
+        let rearm = match (next, self.armed) {
+            (Some(n), Some(a)) => n < a,
+            (None, None) => false,
+            _ => true,
+        };
+        if rearm {
+            let after = next.map(|d| d.saturating_duration_since(now));
+            self.armed = next;
+            if let Err(e) = sys::arm_timer(&self.timer, after) {
+                self.armed = None;
+                error!("timerfd: {e}");
+            }
         }
     }
 

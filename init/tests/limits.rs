@@ -577,3 +577,38 @@ fn a_request_arriving_in_pieces_is_scanned_once() {
         "{large:?} vs {small:?}"
     );
 }
+
+/// A connection whose idle deadline moved later with each request (the
+/// timer is not re-armed for that, it wakes early once) is still closed
+/// 30 s after its last request, and not before.
+#[test]
+fn a_client_that_goes_quiet_is_closed_thirty_seconds_after_its_last_request() {
+    let init = Init::start(&[]);
+    let mut s = open(&init);
+    s.set_read_timeout(Some(Duration::from_secs(60))).unwrap();
+    let mut last = Instant::now();
+    // Requests 4 s apart: each one moves the deadline past the armed one.
+    for i in 0..3 {
+        if i > 0 {
+            std::thread::sleep(Duration::from_secs(4));
+        }
+        s.write_all(b"\"Ping\"\n").unwrap();
+        assert_eq!(read_line(&mut s).as_deref(), Some("\"Pong\""));
+        last = Instant::now();
+    }
+    let mut buf = [0u8; 256];
+    let n = s.read(&mut buf);
+    let quiet = last.elapsed();
+    assert!(
+        matches!(n, Ok(0)),
+        "expected the idle connection closed, got {n:?} after {quiet:?}"
+    );
+    assert!(
+        quiet >= Duration::from_secs(29),
+        "closed after {quiet:?} of quiet, before the 30 s idle timeout"
+    );
+    assert!(
+        quiet < Duration::from_secs(45),
+        "closed only after {quiet:?} of quiet"
+    );
+}
