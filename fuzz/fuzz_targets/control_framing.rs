@@ -58,17 +58,19 @@ struct Server {
 }
 
 impl Server {
-    /// One readiness turn, as `Clients::on_conn` + `serve` + `finish`.
-    fn turn(&mut self) {
+    /// One readiness turn, as `Clients::on_conn` + `serve` + `finish`;
+    /// `closed`: the client has half-closed (the reactor's event then says
+    /// so, and the read goes on to the end).
+    fn turn(&mut self, closed: bool) {
         let now = Instant::now();
         let Some(c) = self.conn.as_mut() else { return };
-        c.fill();
+        c.fill(closed);
         check_bound(c);
         c.flush(now);
         while c.wants_requests() {
             match c.next(now) {
                 Next::Incomplete => {
-                    if !c.read_closed && c.fill() {
+                    if c.may_have_more() && c.fill(true) {
                         check_bound(c);
                         continue;
                     }
@@ -168,7 +170,7 @@ fn run(stream: &[u8], cuts: &mut dyn FnMut() -> (usize, bool), half_close: bool)
                 }
                 Err(e) if e.kind() == ErrorKind::WouldBlock => {
                     let before = (server.answers.len(), received.len());
-                    server.turn();
+                    server.turn(false);
                     drain(&mut client, &mut received);
                     if (server.answers.len(), received.len()) == before {
                         stalls += 1;
@@ -180,7 +182,7 @@ fn run(stream: &[u8], cuts: &mut dyn FnMut() -> (usize, bool), half_close: bool)
             }
         }
         if turn {
-            server.turn();
+            server.turn(false);
             drain(&mut client, &mut received);
         }
     }
@@ -189,7 +191,7 @@ fn run(stream: &[u8], cuts: &mut dyn FnMut() -> (usize, bool), half_close: bool)
     }
     loop {
         let before = (server.answers.len(), received.len(), server.conn.is_some());
-        server.turn();
+        server.turn(half_close);
         drain(&mut client, &mut received);
         if (server.answers.len(), received.len(), server.conn.is_some()) == before {
             break;

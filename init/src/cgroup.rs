@@ -25,8 +25,7 @@ use nix::libc;
 use nix::sys::signal::{kill, Signal};
 use nix::unistd::Pid;
 use std::collections::BTreeSet;
-use std::ffi::{CStr, CString};
-use std::os::fd::RawFd;
+use std::ffi::CString;
 use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
 
@@ -229,28 +228,6 @@ fn kill_cgroup(cg: &Path, kill_file: bool) {
         for p in new {
             let _ = kill(Pid::from_raw(p), Signal::SIGKILL);
         }
-    }
-}
-
-/// In the child between fork and exec: move itself into the cgroup whose
-/// cgroup.procs is `procs` (writing "0" means "the writer"). On failure the
-/// errno also goes to `report` (4 bytes). Raw calls, no allocation:
-/// async-signal-safe.
-pub fn join(procs: &CStr, report: RawFd) -> std::io::Result<()> {
-    // SAFETY: open/write/close with a NUL-terminated path and local buffers.
-    unsafe {
-        let fd = libc::open(procs.as_ptr(), libc::O_WRONLY | libc::O_CLOEXEC);
-        let ok = fd >= 0 && libc::write(fd, c"0".as_ptr().cast(), 1) == 1;
-        let err = std::io::Error::last_os_error();
-        if fd >= 0 {
-            libc::close(fd);
-        }
-        if ok {
-            return Ok(());
-        }
-        let errno = err.raw_os_error().unwrap_or(libc::EIO).to_ne_bytes();
-        libc::write(report, errno.as_ptr().cast(), errno.len());
-        Err(err)
     }
 }
 

@@ -1,17 +1,20 @@
-//! Starting a service's process: argv, environment, working directory, its
-//! own session, a clean signal state, its cgroup (joined before exec, so
-//! nothing it runs starts outside it), its user and groups (set after
-//! joining, groups before the uid), stdin from /dev/null and stdout/stderr
-//! as non-blocking pipes for init to read.
+//! Starting a service's process: argv, environment, the PATH lookup,
+//! working directory, its own session, a clean signal state, its cgroup
+//! (joined before exec, so nothing it runs starts outside it), its user
+//! and groups (set after joining, groups before the uid), stdin from
+//! /dev/null and stdout/stderr as non-blocking pipes for init to read.
+//! This module prepares all of it and names what failed; the child itself
+//! (a vfork-style clone) is `sys::exec`.
 
 use crate::os::SpawnError;
+use crate::sys::exec::{self, Failed, Plan, Stage};
 use crate::unit::ServiceDef;
+use nix::fcntl::OFlag;
 use nix::unistd::Pid;
 use std::collections::BTreeMap;
-use std::ffi::{CString, OsString};
+use std::ffi::{CString, OsStr, OsString};
 use std::os::fd::{AsRawFd, OwnedFd};
-use std::os::unix::process::CommandExt;
-use std::process::{Command, Stdio};
+use std::os::unix::ffi::{OsStrExt, OsStringExt};
 
 /// PATH for services when neither init's environment nor the config sets one.
 pub const DEFAULT_PATH: &str = "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin";
@@ -51,86 +54,130 @@ pub fn spawn(
     cgroup: Option<CString>,
     extra: &[(&str, &str)],
 ) -> Result<Spawned, SpawnError> {
-    let Some((program, args)) = def.argv.split_first() else {
+    let Some(program) = def.argv.first() else {
         return Err(SpawnError::Fault("empty ExecStart".into()));
     };
-    let mut cmd = Command::new(program);
-    cmd.args(args).envs(global_env);
+    let path = service_path(def, global_env);
+    let mut env: BTreeMap<OsString, OsString> = std::env::vars_os().collect();
+    let mut set = |k: &str, v: &OsStr| {
+        env.insert(k.into(), v.into());
+    };
+    for (k, v) in global_env {
+        set(k, v.as_ref());
+    }
     if let Some(r) = &def.run_as {
         if let Some(name) = &r.name {
-            cmd.env("USER", name).env("LOGNAME", name);
+            set("USER", name.as_ref());
+            set("LOGNAME", name.as_ref());
         }
         if let Some(home) = &r.home {
-            cmd.env("HOME", home);
+            set("HOME", home.as_ref());
         }
     }
-    cmd.envs(def.environment.iter().map(|(k, v)| (k, v)))
-        // Also the PATH `program` is looked up on.
-        .env("PATH", service_path(def, global_env))
-        .stdin(Stdio::null())
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .envs(extra.iter().copied());
-    if let Some(dir) = &def.working_directory {
-        if let Err(e) = std::fs::read_dir(dir) {
-            return Err(failed(e, format!("working directory {dir}")));
-        }
-        cmd.current_dir(dir);
+    for (k, v) in &def.environment {
+        set(k, v.as_ref());
     }
-    // SAFETY: child_reset only makes async-signal-safe syscalls.
-    unsafe {
-        cmd.pre_exec(crate::sys::child_reset);
+    set("PATH", &path);
+    for (k, v) in extra {
+        set(k, v.as_ref());
     }
-    // std passes on only the errno of a failed pre_exec: a failure to join
-    // the cgroup is also written to this close-on-exec pipe, to tell it
-    // from a failed exec.
-    let report = match cgroup {
-        Some(procs) => {
-            use nix::fcntl::OFlag;
-            let (r, w) = nix::unistd::pipe2(OFlag::O_CLOEXEC | OFlag::O_NONBLOCK)
-                .map_err(|e| failed(std::io::Error::from(e), "pipe".into()))?;
-            let wfd = w.as_raw_fd();
-            let path = procs.clone();
-            // SAFETY: cgroup::join only makes async-signal-safe syscalls.
-            unsafe {
-                cmd.pre_exec(move || crate::cgroup::join(&path, wfd));
+    let nul = |what: &str| SpawnError::Fault(format!("{what} contains a NUL byte"));
+    let envp = env
+        .into_iter()
+        .map(|(k, v)| {
+            let mut kv = k.into_vec();
+            kv.push(b'=');
+            kv.extend(v.into_vec());
+            CString::new(kv).map_err(|_| nul("the environment"))
+        })
+        .collect::<Result<Vec<_>, _>>()?;
+    let argv = def
+        .argv
+        .iter()
+        .map(|a| CString::new(a.as_bytes()).map_err(|_| nul("ExecStart")))
+        .collect::<Result<Vec<_>, _>>()?;
+    let candidates = candidates(program, &path).ok_or_else(|| nul("ExecStart"))?;
+    let cwd = match &def.working_directory {
+        Some(dir) => {
+            if let Err(e) = std::fs::read_dir(dir) {
+                return Err(failed(e, format!("working directory {dir}")));
             }
-            Some((procs, r, w))
+            Some(CString::new(dir.as_bytes()).map_err(|_| nul("WorkingDirectory"))?)
         }
         None => None,
     };
-    if let Some(r) = def.run_as.clone() {
-        // SAFETY: set_ids only makes async-signal-safe syscalls.
-        unsafe {
-            cmd.pre_exec(move || crate::sys::set_ids(r.uid, r.gid, &r.groups));
-        }
-    }
-    let spawned = cmd.spawn();
-    if let Some((procs, r, w)) = report {
-        drop(w);
-        let mut errno = [0u8; 4];
-        if spawned.is_err() && nix::unistd::read(&r, &mut errno) == Ok(4) {
-            let e = std::io::Error::from_raw_os_error(i32::from_ne_bytes(errno));
-            let procs = procs.to_string_lossy();
-            let dir = procs.trim_end_matches("/cgroup.procs");
-            return Err(SpawnError::Fault(format!("cannot join cgroup {dir}: {e}")));
-        }
-    }
-    let mut child = spawned.map_err(|e| failed(e, format!("cannot execute {program}")))?;
-    let pid = Pid::from_raw(child.id() as i32);
-    let (Some(out), Some(err)) = (child.stdout.take(), child.stderr.take()) else {
-        return Err(SpawnError::Fault("no output pipes".into()));
+    let io = |e: nix::Error, what: &str| failed(std::io::Error::from(e), what.into());
+    let null = nix::fcntl::open(
+        "/dev/null",
+        OFlag::O_RDONLY | OFlag::O_CLOEXEC,
+        nix::sys::stat::Mode::empty(),
+    )
+    .map_err(|e| io(e, "/dev/null"))?;
+    let (out_r, out_w) = nix::unistd::pipe2(OFlag::O_CLOEXEC).map_err(|e| io(e, "pipe"))?;
+    let (err_r, err_w) = nix::unistd::pipe2(OFlag::O_CLOEXEC).map_err(|e| io(e, "pipe"))?;
+    let plan = Plan {
+        candidates: &candidates,
+        argv: &argv,
+        envp: &envp,
+        stdio: [null.as_raw_fd(), out_w.as_raw_fd(), err_w.as_raw_fd()],
+        nofile: crate::sys::service_nofile(),
+        cwd: cwd.as_deref(),
+        cgroup_procs: cgroup.as_deref(),
+        ids: def
+            .run_as
+            .as_ref()
+            .map(|r| (r.uid, r.gid, r.groups.as_slice())),
     };
-    let (stdout, stderr): (OwnedFd, OwnedFd) = (out.into(), err.into());
-    for fd in [&stdout, &stderr] {
+    let pid = exec::spawn(&plan).map_err(|Failed(stage, e)| match stage {
+        None | Some(Stage::Exec) => failed(e, format!("cannot execute {program}")),
+        Some(Stage::Cgroup) => {
+            let procs = cgroup
+                .as_deref()
+                .map(|c| c.to_string_lossy())
+                .unwrap_or_default();
+            let dir = procs.trim_end_matches("/cgroup.procs");
+            SpawnError::Fault(format!("cannot join cgroup {dir}: {e}"))
+        }
+        Some(Stage::Ids) => {
+            let (uid, gid) = plan.ids.map(|(u, g, _)| (u, g)).unwrap_or_default();
+            SpawnError::Fault(format!("cannot become uid {uid} gid {gid}: {e}"))
+        }
+        Some(Stage::Chdir) => {
+            let dir = def.working_directory.as_deref().unwrap_or_default();
+            SpawnError::Fault(format!("working directory {dir}: {e}"))
+        }
+        Some(Stage::Setup) => failed(e, "setting up the child".into()),
+    })?;
+    drop((null, out_w, err_w));
+    for fd in [&out_r, &err_r] {
         let _ = crate::sys::set_nonblocking(fd.as_raw_fd());
         crate::sys::set_pipe_size(fd.as_raw_fd(), PIPE_SIZE);
     }
     Ok(Spawned {
         pid,
-        stdout,
-        stderr,
+        stdout: out_r,
+        stderr: err_r,
     })
+}
+
+/// The paths to try for `program`: itself if it has a '/', else each
+/// directory of `path` in turn (an empty entry is the working directory),
+/// as execvp does. None if a NUL byte is in the way.
+fn candidates(program: &str, path: &OsStr) -> Option<Vec<CString>> {
+    if program.contains('/') {
+        return CString::new(program).ok().map(|c| vec![c]);
+    }
+    path.as_bytes()
+        .split(|b| *b == b':')
+        .map(|dir| {
+            let mut p = dir.to_vec();
+            if !p.is_empty() && !p.ends_with(b"/") {
+                p.push(b'/');
+            }
+            p.extend_from_slice(program.as_bytes());
+            CString::new(p).ok()
+        })
+        .collect()
 }
 
 /// Out of fds, processes or memory (at the pipes, the fork or the exec):
@@ -156,6 +203,15 @@ mod tests {
         crate::unit::parse(&format!("ExecStart = \"{exec}\""))
             .unwrap()
             .0
+    }
+
+    #[test]
+    fn the_path_lookup_tries_each_directory_in_order() {
+        let c = candidates("sleep", OsStr::new("/a:/b/::/c")).unwrap();
+        let c: Vec<&str> = c.iter().map(|c| c.to_str().unwrap()).collect();
+        assert_eq!(c, ["/a/sleep", "/b/sleep", "sleep", "/c/sleep"]);
+        let c = candidates("./x", OsStr::new("/a")).unwrap();
+        assert_eq!(c, [CString::new("./x").unwrap()]);
     }
 
     #[test]

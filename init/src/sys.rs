@@ -1,9 +1,9 @@
 //! Raw syscalls: signals and signalfd, timerfd, pidfds, waiting for and
-//! reaping children, fd flags and limits, the child's reset between fork and
-//! exec, the PID-1 boot calls, opening files that must be plain files
-//! ([`open_regular`]); and `RealOs`, the supervisor's `Os`.
-//! Process spawning itself is in spawn.rs (std's `Command`). Nothing here
-//! panics; errors are returned.
+//! reaping children, fd flags and limits, the child between clone and exec
+//! ([`exec`]; spawn.rs prepares what it does), the PID-1 boot calls,
+//! opening files that must be plain files ([`open_regular`]); and
+//! `RealOs`, the supervisor's `Os`. Nothing here panics; errors are
+//! returned.
 
 use crate::cgroup;
 use crate::os::{Containment, Exit, Os, Proc, SpawnError, Spawned};
@@ -22,6 +22,7 @@ use std::collections::{BTreeMap, BTreeSet};
 use std::os::fd::{AsRawFd, FromRawFd, OwnedFd, RawFd};
 use std::path::Path;
 
+pub mod exec;
 mod regular;
 pub use regular::{open_regular, read_regular, OpenAs};
 use std::time::{Duration, Instant};
@@ -77,53 +78,10 @@ pub fn raise_fd_limit() {
     }
 }
 
-/// In the child between fork and exec: new session, empty signal mask,
-/// default dispositions, init's original open-files limit. Only
-/// async-signal-safe calls.
-pub fn child_reset() -> std::io::Result<()> {
-    // SAFETY: plain syscalls on the child's own state, all async-signal-safe.
-    unsafe {
-        if libc::setsid() < 0 {
-            return Err(std::io::Error::last_os_error());
-        }
-        let soft = SERVICE_NOFILE.load(std::sync::atomic::Ordering::Relaxed);
-        if soft != u64::MAX {
-            let mut lim: libc::rlimit = std::mem::zeroed();
-            if libc::getrlimit(libc::RLIMIT_NOFILE, &mut lim) == 0 {
-                lim.rlim_cur = soft;
-                libc::setrlimit(libc::RLIMIT_NOFILE, &lim);
-            }
-        }
-        let mut empty: libc::sigset_t = std::mem::zeroed();
-        libc::sigemptyset(&mut empty);
-        libc::sigprocmask(libc::SIG_SETMASK, &empty, std::ptr::null_mut());
-        for sig in [
-            libc::SIGPIPE,
-            libc::SIGCHLD,
-            libc::SIGTERM,
-            libc::SIGINT,
-            libc::SIGHUP,
-        ] {
-            libc::signal(sig, libc::SIG_DFL);
-        }
-    }
-    Ok(())
-}
-
-/// In the child between fork and exec, after joining its cgroup: the
-/// service's supplementary groups, then its gid, then its uid (in that
-/// order: once the uid is not root, groups can no longer be set).
-pub fn set_ids(uid: u32, gid: u32, groups: &[u32]) -> std::io::Result<()> {
-    // SAFETY: plain syscalls on the child's own credentials.
-    unsafe {
-        if libc::setgroups(groups.len(), groups.as_ptr()) < 0
-            || libc::setgid(gid) < 0
-            || libc::setuid(uid) < 0
-        {
-            return Err(std::io::Error::last_os_error());
-        }
-    }
-    Ok(())
+/// The open-files limit services start with (init raised its own):
+/// init's original soft limit, u64::MAX to leave it as it is.
+pub fn service_nofile() -> u64 {
+    SERVICE_NOFILE.load(std::sync::atomic::Ordering::Relaxed)
 }
 
 /// Mark every fd above 2 close-on-exec: whatever init was started with

@@ -805,6 +805,61 @@ fn services_inherit_no_fds_and_a_clean_process_state() {
     assert_eq!(entries, 3);
 }
 
+/// Whatever init inherited (signals ignored by its parent, no fds 0, 1, 2)
+/// does not reach a service: every signal is at its default, and its
+/// output is still captured.
+#[test]
+fn a_service_starts_clean_whatever_init_inherited() {
+    let init = Init::start_with(
+        &[(
+            "svc",
+            &svc(&sh("echo out; echo err >&2; exec sleep 100000"), ""),
+        )],
+        Opts {
+            wrapper: [
+                "/bin/sh",
+                "-c",
+                "trap \"\" USR1 QUIT TERM; exec \"$@\" <&- >&- 2>&-",
+                "sh",
+            ]
+            .map(String::from)
+            .to_vec(),
+            ..Opts::default()
+        },
+    );
+    init.wait_state("svc", "running");
+    let pid = init.pid_of("svc").unwrap();
+    let ign = u64::from_str_radix(&proc_status_field(pid, "SigIgn").unwrap(), 16).unwrap();
+    assert_eq!(ign, 0, "signals ignored in the service: {ign:x}");
+    assert!(
+        wait_for(|| init.logs("svc", 10).len() >= 2, TIMEOUT),
+        "{:?}",
+        init.logs("svc", 10)
+    );
+    let logs = init.logs("svc", 10).join("\n");
+    assert!(logs.contains("out") && logs.contains("err"), "{logs}");
+}
+
+/// A NUL byte cannot reach execve: the start fails with a reason that
+/// says where it is, and init carries on.
+#[test]
+fn a_nul_byte_in_the_environment_fails_the_start_with_a_reason() {
+    let init = Init::start(&[(
+        "nul",
+        &svc(
+            "/bin/true",
+            "Environment = [\"A=x\\u0000y\"]\nRestart = \"no\"",
+        ),
+    )]);
+    let st = init.wait_state("nul", "failed");
+    let reason = st.to_string();
+    assert!(
+        reason.contains("the environment contains a NUL byte"),
+        "{reason}"
+    );
+    assert_eq!(init.request(r#""Ping""#), json!("Pong"));
+}
+
 #[test]
 fn environment_and_quoting_reach_the_process() {
     let init = Init::start_with(
