@@ -39,7 +39,7 @@ const ROOT: init_fuzz::access::Who = init_fuzz::access::Who {
 };
 
 /// What `Conn::fill` reads at once.
-const READ_SIZE: usize = 16 * 1024;
+const READ_SIZE: usize = init_fuzz::control::READ_SIZE;
 const MAX_STREAM: usize = 256 * 1024;
 const MAX_CUTS: u32 = 512;
 
@@ -64,13 +64,14 @@ impl Server {
     fn turn(&mut self, closed: bool) {
         let now = Instant::now();
         let Some(c) = self.conn.as_mut() else { return };
-        c.fill(closed);
+        let mut buf = [0u8; READ_SIZE];
+        c.fill(&mut buf, closed);
         check_bound(c);
         c.flush(now);
         while c.wants_requests() {
             match c.next(now) {
                 Next::Incomplete => {
-                    if c.may_have_more() && c.fill(true) {
+                    if c.may_have_more() && c.fill(&mut buf, true) {
                         check_bound(c);
                         continue;
                     }

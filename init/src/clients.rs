@@ -146,6 +146,8 @@ pub struct Clients {
     reserve: Option<std::fs::File>,
     /// Clients are being turned away for lack of fds (said once).
     shedding: bool,
+    /// What connections read into (allocated and zeroed once).
+    scratch: Vec<u8>,
 }
 
 /// The Unix control socket could not be bound because another process
@@ -175,6 +177,7 @@ impl Clients {
             vsock_refused: Refusals::default(),
             reserve: open_reserve(),
             shedding: false,
+            scratch: vec![0; crate::control::READ_SIZE],
         };
         if c.unix_socket_enabled {
             let path = Path::new(&c.unix_socket_path);
@@ -473,7 +476,7 @@ impl Clients {
         closed: bool,
     ) -> bool {
         if let Some(c) = self.conns.get_mut(&cid) {
-            c.fill(closed);
+            c.fill(&mut self.scratch, closed);
             c.flush(now);
         }
         self.serve(reg, cid, sup, now)
@@ -507,7 +510,7 @@ impl Clients {
                     // Input left in the kernel while this client was busy
                     // sends no new edge: read again before waiting for one.
                     Next::Incomplete => {
-                        if c.may_have_more() && c.fill(true) {
+                        if c.may_have_more() && c.fill(&mut self.scratch, true) {
                             continue;
                         }
                         break;

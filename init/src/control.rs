@@ -18,6 +18,8 @@ use std::io::{self, Read, Write};
 use std::os::fd::{AsRawFd, RawFd};
 use std::time::{Duration, Instant};
 
+/// What one read of a connection takes at most (the caller's buffer).
+pub const READ_SIZE: usize = 16 * 1024;
 /// A client that neither completes a request nor takes any of its output
 /// for this long is dropped (one waiting for a held answer, or following
 /// with nothing queued, is not idle). Bytes that complete no request,
@@ -243,16 +245,15 @@ impl Conn {
     /// Read what the kernel has (up to the request limit). A short read
     /// means the buffer was empty, and the next byte brings a new edge; a
     /// caller told the peer closed (`to_eof`) reads on to see the end.
-    pub fn fill(&mut self, to_eof: bool) -> bool {
+    pub fn fill(&mut self, buf: &mut [u8], to_eof: bool) -> bool {
         if self.in_head > 0 {
             self.inbuf.drain(..self.in_head.min(self.inbuf.len()));
             self.in_head = 0;
         }
         let mut got = false;
-        let mut buf = [0u8; 16 * 1024];
         self.drained = false;
         while !self.read_closed && self.inbuf.len() <= MAX_REQUEST_BYTES {
-            match self.stream.read(&mut buf) {
+            match self.stream.read(buf) {
                 Ok(0) => self.read_closed = true,
                 Ok(n) => {
                     got = true;
@@ -351,17 +352,32 @@ impl Conn {
         if end > MAX_REQUEST_BYTES {
             return self.fatal(format!("request too large: over {MAX_REQUEST_BYTES} bytes"));
         }
-        let parsed =
-            serde_json::from_slice::<serde_json::Value>(rest.get(..end).unwrap_or_default());
+        // Straight into a Request. Well-formed JSON that is no request is
+        // answered and the connection goes on; broken JSON ends it. (For
+        // some wrong types serde_json reports a syntax error: the slow way
+        // through a Value tells them apart.)
+        let slice = rest.get(..end).unwrap_or_default();
+        let parsed = match serde_json::from_slice::<Request>(slice) {
+            Ok(r) => Ok(r),
+            Err(e) if e.is_data() => Err((false, e.to_string())),
+            Err(e) => match serde_json::from_slice::<serde_json::Value>(slice) {
+                Ok(v) => Err((
+                    false,
+                    serde_json::from_value::<Request>(v)
+                        .err()
+                        .unwrap_or(e)
+                        .to_string(),
+                )),
+                Err(e) => Err((true, e.to_string())),
+            },
+        };
         self.consume(end);
         self.partial_since = None;
         self.last_activity = now;
         match parsed {
-            Ok(value) => match serde_json::from_value::<Request>(value) {
-                Ok(r) => Next::Request(r),
-                Err(e) => Next::Invalid(format!("invalid request: {e}")),
-            },
-            Err(e) => self.fatal(format!("invalid request: {e}")),
+            Ok(r) => Next::Request(r),
+            Err((false, e)) => Next::Invalid(format!("invalid request: {e}")),
+            Err((true, e)) => self.fatal(format!("invalid request: {e}")),
         }
     }
 
