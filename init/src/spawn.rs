@@ -47,12 +47,15 @@ pub fn service_path(def: &ServiceDef, global_env: &BTreeMap<String, String>) -> 
 /// USER and LOGNAME of its `User`, then the service's `Environment` (later
 /// wins); PATH as `service_path` says; `extra` (NOTIFY_SOCKET) last.
 /// `cgroup`: the cgroup.procs file the child joins before exec; a child
-/// that cannot join does not run, and the error says so.
+/// that cannot join does not run, and the error says so. `slots`: see
+/// `sys::exec::Slots` (None works too, at a cost that grows with init's
+/// open fds).
 pub fn spawn(
     def: &ServiceDef,
     global_env: &BTreeMap<String, String>,
     cgroup: Option<CString>,
     extra: &[(&str, &str)],
+    slots: Option<&exec::Slots>,
 ) -> Result<Spawned, SpawnError> {
     let Some(program) = def.argv.first() else {
         return Err(SpawnError::Fault("empty ExecStart".into()));
@@ -128,7 +131,7 @@ pub fn spawn(
             .as_ref()
             .map(|r| (r.uid, r.gid, r.groups.as_slice())),
     };
-    let pid = exec::spawn(&plan).map_err(|Failed(stage, e)| match stage {
+    let pid = exec::spawn(&plan, slots).map_err(|Failed(stage, e)| match stage {
         None | Some(Stage::Exec) => failed(e, format!("cannot execute {program}")),
         Some(Stage::Cgroup) => {
             let procs = cgroup
@@ -217,7 +220,7 @@ mod tests {
     #[test]
     fn a_child_that_cannot_join_its_cgroup_does_not_run_and_says_why() {
         let procs = CString::new("/nonexistent-cgroup/x.service/cgroup.procs").unwrap();
-        let e = spawn(&def("/bin/true"), &BTreeMap::new(), Some(procs), &[]).err();
+        let e = spawn(&def("/bin/true"), &BTreeMap::new(), Some(procs), &[], None).err();
         assert_eq!(
             e.as_ref().map(text).as_deref(),
             Some("cannot join cgroup /nonexistent-cgroup/x.service: No such file or directory (os error 2)")
@@ -229,6 +232,7 @@ mod tests {
             &BTreeMap::new(),
             Some(procs),
             &[],
+            exec::Slots::open().as_ref(),
         )
         .err();
         assert!(e.is_some_and(|e| text(&e).starts_with("cannot execute /nonexistent-program")));

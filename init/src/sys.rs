@@ -268,13 +268,16 @@ pub struct RealOs {
     /// None: no cgroup2 (or not usable); process groups only.
     cgroups: Option<cgroup::Tree>,
     /// The service of each main process started in a cgroup, by pid, until
-    /// it is reaped.
+    /// it is reaped; and the other way round (one process per service).
     contained: BTreeMap<i32, String>,
+    contained_pid: BTreeMap<String, i32>,
     /// Cgroups of forgotten services still to remove: they were not empty
     /// yet (their processes die after the kill). The last process of a
     /// cgroup exits as init's child (everything else in it died first), so
     /// each SIGCHLD is a moment to try again.
     unreleased: BTreeSet<String>,
+    /// Low fds for a child's stdio (see `exec::Slots`).
+    slots: Option<exec::Slots>,
 }
 
 impl RealOs {
@@ -293,7 +296,9 @@ impl RealOs {
             notify_socket: None,
             cgroups,
             contained: BTreeMap::new(),
+            contained_pid: BTreeMap::new(),
             unreleased: BTreeSet::new(),
+            slots: exec::Slots::open(),
         }
     }
 
@@ -351,13 +356,16 @@ impl Os for RealOs {
             (Some(path), crate::unit::Kind::Notify) => vec![("NOTIFY_SOCKET", path.as_str())],
             _ => Vec::new(),
         };
-        let sp = crate::spawn::spawn(def, env, procs, &notify)?;
+        let sp = crate::spawn::spawn(def, env, procs, &notify, self.slots.as_ref())?;
         // An earlier process of the service (one a reload let go on
         // stopping) must no longer reach this cgroup.
-        self.contained.retain(|_, n| n != name);
+        if let Some(earlier) = self.contained_pid.remove(name) {
+            self.contained.remove(&earlier);
+        }
         self.unreleased.remove(name);
         if contained {
             self.contained.insert(sp.pid.as_raw(), name.to_string());
+            self.contained_pid.insert(name.to_string(), sp.pid.as_raw());
         }
         // No pidfd: SIGCHLD and waitid find the exit.
         let pidfd = pidfd_open(sp.pid).ok();
@@ -395,7 +403,9 @@ impl Os for RealOs {
     }
     fn reap(&mut self, pid: Pid) -> Option<Exit> {
         let exit = reap(pid)?;
-        self.contained.remove(&pid.as_raw());
+        if let Some(name) = self.contained.remove(&pid.as_raw()) {
+            self.contained_pid.remove(&name);
+        }
         Some(exit)
     }
     fn containment(&self, name: &str) -> Containment {

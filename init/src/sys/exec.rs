@@ -6,11 +6,19 @@
 //! stack inside init's memory, so it only makes raw syscalls on data
 //! prepared before the clone (no allocation, no lock, no panic), and leaves
 //! what failed in `Shared::failure` for init to read.
+//!
+//! With [`Slots`] the child also shares init's fd table (CLONE_FILES) and
+//! its first call, `close_range(lo, ~0, CLOSE_RANGE_UNSHARE)`, gives it a
+//! table of only the fds below `lo`: the three low slots that hold its
+//! stdio for the moment of the spawn, and init's first few fds. Without
+//! that, each spawn copied init's whole table (three fds per service) and
+//! execve closed every copy: a start cost that grew with the services
+//! running, O(n^2) for a boot.
 
 use nix::libc;
 use nix::unistd::Pid;
 use std::ffi::{c_char, c_int, c_void, CStr, CString};
-use std::os::fd::RawFd;
+use std::os::fd::{AsRawFd, FromRawFd, OwnedFd, RawFd};
 
 /// The child's stack: its code is a handful of syscall wrappers.
 const STACK: usize = 64 * 1024;
@@ -43,6 +51,57 @@ pub enum Stage {
     Exec,
 }
 
+/// Three low fds (placeholders on /dev/null between spawns) that carry a
+/// child's stdio during its spawn, so that it can drop the rest of init's
+/// fds cheaply. None where close_range cannot unshare (before Linux 5.9).
+pub struct Slots {
+    slots: [OwnedFd; 3],
+    null: OwnedFd,
+    /// Above every slot: the child keeps only the fds below it.
+    lo: c_int,
+}
+
+impl Slots {
+    pub fn open() -> Option<Slots> {
+        // SAFETY: close_range on an empty range only tests for support;
+        // fcntl/open with constant arguments return new fds we then own.
+        unsafe {
+            if libc::syscall(
+                libc::SYS_close_range,
+                u32::MAX,
+                u32::MAX,
+                libc::CLOSE_RANGE_UNSHARE,
+            ) != 0
+            {
+                return None;
+            }
+            let null = libc::open(c"/dev/null".as_ptr(), libc::O_RDONLY | libc::O_CLOEXEC);
+            if null < 0 {
+                return None;
+            }
+            let null = OwnedFd::from_raw_fd(null);
+            let slot = || {
+                let fd = libc::fcntl(null.as_raw_fd(), libc::F_DUPFD_CLOEXEC, 0);
+                (fd >= 0).then(|| OwnedFd::from_raw_fd(fd))
+            };
+            let slots = [slot()?, slot()?, slot()?];
+            let lo = slots.iter().map(|f| f.as_raw_fd()).max()? + 1;
+            Some(Slots { slots, null, lo })
+        }
+    }
+
+    /// Put `fds` in the slots (close-on-exec in init), or, with None, the
+    /// placeholder back (init then holds no end of the child's pipes).
+    fn hold(&self, fds: Option<[RawFd; 3]>) -> bool {
+        self.slots.iter().enumerate().all(|(i, slot)| {
+            let src = fds.and_then(|f| f.get(i).copied());
+            let src = src.unwrap_or(self.null.as_raw_fd());
+            // SAFETY: dup3 onto a slot we own, from an fd that is open.
+            unsafe { libc::dup3(src, slot.as_raw_fd(), libc::O_CLOEXEC) >= 0 }
+        })
+    }
+}
+
 /// Why no child runs: the clone itself failed (`None`), or a step of the
 /// child did; with the errno.
 pub struct Failed(pub Option<Stage>, pub std::io::Error);
@@ -51,6 +110,10 @@ pub struct Failed(pub Option<Stage>, pub std::io::Error);
 /// NULL-terminated arrays.
 struct Shared<'a> {
     plan: &'a Plan<'a>,
+    /// Sharing init's fd table: first unshare all but the fds below this,
+    /// then take stdio from `stdio`.
+    unshare_below: Option<c_int>,
+    stdio: [RawFd; 3],
     argv: *const *const c_char,
     envp: *const *const c_char,
     failure: Option<(Stage, c_int)>,
@@ -63,7 +126,7 @@ fn errno() -> c_int {
 }
 
 /// Start the child of `plan`; its pid once its program runs.
-pub fn spawn(plan: &Plan) -> Result<Pid, Failed> {
+pub fn spawn(plan: &Plan, slots: Option<&Slots>) -> Result<Pid, Failed> {
     let ptrs = |v: &[CString]| -> Vec<*const c_char> {
         v.iter()
             .map(|s| s.as_ptr())
@@ -71,8 +134,26 @@ pub fn spawn(plan: &Plan) -> Result<Pid, Failed> {
             .collect()
     };
     let (argv, envp) = (ptrs(plan.argv), ptrs(plan.envp));
+    let slots = match slots {
+        Some(s) if s.hold(Some(plan.stdio)) => Some(s),
+        Some(s) => {
+            s.hold(None);
+            None
+        }
+        None => None,
+    };
+    let mut flags = libc::CLONE_VM | libc::CLONE_VFORK | libc::SIGCHLD;
+    let mut stdio = plan.stdio;
+    if let Some(s) = slots {
+        flags |= libc::CLONE_FILES;
+        for (fd, slot) in stdio.iter_mut().zip(&s.slots) {
+            *fd = slot.as_raw_fd();
+        }
+    }
     let mut shared = Shared {
         plan,
+        unshare_below: slots.map(|s| s.lo),
+        stdio,
         argv: argv.as_ptr(),
         envp: envp.as_ptr(),
         failure: None,
@@ -83,14 +164,10 @@ pub fn spawn(plan: &Plan) -> Result<Pid, Failed> {
     // this thread is suspended (CLONE_VFORK) until it has exec'd or exited;
     // `shared`, `argv`, `envp`, `plan` and `stack` outlive that. `child`
     // only makes raw syscalls and writes `shared.failure`.
-    let pid = unsafe {
-        libc::clone(
-            child,
-            top,
-            libc::CLONE_VM | libc::CLONE_VFORK | libc::SIGCHLD,
-            (&raw mut shared).cast::<c_void>(),
-        )
-    };
+    let pid = unsafe { libc::clone(child, top, flags, (&raw mut shared).cast::<c_void>()) };
+    if let Some(s) = slots {
+        s.hold(None);
+    }
     if pid < 0 {
         return Err(Failed(None, std::io::Error::last_os_error()));
     }
@@ -128,6 +205,13 @@ fn steps(sh: &Shared) -> Result<(), Stage> {
     // SAFETY: syscalls on the child's own state with valid local
     // arguments and the NUL-terminated strings of `Plan`.
     unsafe {
+        // Before any fd is touched: off init's table, onto a small copy.
+        if let Some(lo) = sh.unshare_below {
+            let (lo, all) = (lo as u32, u32::MAX);
+            if libc::syscall(libc::SYS_close_range, lo, all, libc::CLOSE_RANGE_UNSHARE) != 0 {
+                return Err(Stage::Setup);
+            }
+        }
         // Every signal at its default, the real-time ones glibc reserves
         // (32, 33) too, so the raw call: an all-zero kernel sigaction is
         // SIG_DFL, no flags, an empty mask.
@@ -145,7 +229,7 @@ fn steps(sh: &Shared) -> Result<(), Stage> {
         }
         // Move the sources above 2 first, so that none is overwritten by
         // another's dup2 (when init itself was started without 0, 1, 2).
-        let mut src = p.stdio;
+        let mut src = sh.stdio;
         for fd in src.iter_mut() {
             if *fd < 3 {
                 *fd = libc::fcntl(*fd, libc::F_DUPFD_CLOEXEC, 3);
