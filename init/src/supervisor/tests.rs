@@ -1275,7 +1275,7 @@ fn a_oneshot_runs_before_what_requires_it() {
     r.exit("keys", code(1));
     assert_eq!(r.state("keys"), "failed");
     assert_eq!(r.state("app"), "failed");
-    let why = r.sup.table.get(r.id("app")).unwrap().m().reason().unwrap();
+    let why = r.reason("app");
     assert!(why.contains("required service 'keys' failed"), "{why}");
     r.no_violations();
 }
@@ -1349,7 +1349,7 @@ fn a_notify_service_not_ready_in_time_is_stopped_and_failed() {
     assert!(r.os().signals.contains(&(pid, Signal::SIGTERM)));
     r.exit("db", by(Signal::SIGTERM));
     assert_eq!(r.state("db"), "auto-restart");
-    let why = r.sup.table.get(r.id("db")).unwrap().m().reason().unwrap();
+    let why = r.reason("db");
     assert!(why.contains("not ready within 5s"), "{why}");
     r.advance(Duration::from_secs(1));
     assert_eq!(r.state("db"), "starting");
@@ -1386,7 +1386,7 @@ fn a_missed_watchdog_aborts_the_service() {
     assert!(r.os().signals.contains(&(pid, Signal::SIGKILL)));
     r.exit_pid(pid);
     assert_eq!(r.state("db"), "failed");
-    let why = r.sup.table.get(r.id("db")).unwrap().m().reason().unwrap();
+    let why = r.reason("db");
     assert!(why.contains("watchdog timeout"), "{why}");
     r.no_violations();
 }
