@@ -5,7 +5,9 @@
 //! supervisor (`client_gone`) so nothing is kept for it. At accept each
 //! connection gets its peer and role (`access::Who`); refused peers are
 //! counted and logged here. A reserve fd lets init, out of fds, still
-//! accept a client to tell it so.
+//! accept a client to tell it so. At the end each connection is written
+//! out and shut, and the reactor waits up to `FAREWELL` for its peer to
+//! hang up (`part`), so the final event is read before init goes.
 //!
 //! Limits that keep one client from locking others out: each transport
 //! has its own connection budget, and a new connection on a full one
@@ -37,6 +39,10 @@ pub const CONN_BASE: usize = 1 << 62;
 /// Connections per transport (Unix, VSOCK): a flood on one never costs the
 /// other a slot.
 pub const CONNS_PER_TRANSPORT: usize = 256;
+/// How long init, at the end, waits for its clients to take the final
+/// event (and what else is queued for them) and hang up, before it kills
+/// what is left and powers off.
+pub const FAREWELL: Duration = Duration::from_secs(2);
 /// Connections accepted from one listener per loop turn.
 const ACCEPTS_PER_TURN: usize = 64;
 /// Requests served from one connection per loop turn before others get a turn.
@@ -234,6 +240,16 @@ impl Clients {
                 warn!("cannot remove {}: {e}", f.path().display());
             }
         }
+    }
+
+    /// At the end, after the final event: each connection's output is
+    /// written, its write side shut, and it is dropped once the peer hangs
+    /// up. True while some are left (the reactor waits for them at most
+    /// `FAREWELL`).
+    pub fn part(&mut self, now: Instant) -> bool {
+        let scratch = &mut self.scratch;
+        self.conns.retain(|_, c| c.part(scratch, now));
+        !self.conns.is_empty()
     }
 
     /// Take new connections (at most `ACCEPTS_PER_TURN`) and serve what

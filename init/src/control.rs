@@ -69,6 +69,12 @@ impl Stream {
             Stream::Vsock(s) => s.as_raw_fd(),
         }
     }
+    fn shutdown_write(&self) -> io::Result<()> {
+        match self {
+            Stream::Unix(s) => s.shutdown(std::net::Shutdown::Write),
+            Stream::Vsock(s) => s.shutdown(std::net::Shutdown::Write),
+        }
+    }
 }
 
 pub struct Conn {
@@ -91,6 +97,8 @@ pub struct Conn {
     after: Vec<u8>,
     /// The peer half-closed or reset: no more requests will come.
     pub read_closed: bool,
+    /// Our write side is shut (at the end, after the last output).
+    write_shut: bool,
     /// The last read found the kernel's buffer empty: until the next
     /// readiness edge there is nothing more to read.
     drained: bool,
@@ -221,6 +229,7 @@ impl Conn {
             rest: None,
             after: Vec::new(),
             read_closed: false,
+            write_shut: false,
             drained: false,
             close_after_flush: false,
             broken: false,
@@ -555,6 +564,32 @@ impl Conn {
     /// Should the supervisor read and answer more requests now?
     pub fn wants_requests(&self) -> bool {
         !self.busy && !self.close_after_flush && !self.following && self.queued() < OUT_HIGH_WATER
+    }
+
+    /// At the end: write what is queued, then shut the write side so the
+    /// peer sees the end after the last line; what the peer sends is read
+    /// and dropped. True while the peer has neither hung up (once all is
+    /// written) nor broken the connection.
+    pub fn part(&mut self, buf: &mut [u8], now: Instant) -> bool {
+        self.flush(now);
+        if self.broken {
+            return false;
+        }
+        if self.queued() == 0 && !self.write_shut {
+            self.write_shut = true;
+            let _ = self.stream.shutdown_write();
+        }
+        // Bounded: a peer that keeps sending brings new edges.
+        for _ in 0..16 {
+            match self.stream.read(buf) {
+                Ok(0) => return self.queued() > 0,
+                Ok(_) => {}
+                Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
+                Err(e) if e.kind() == io::ErrorKind::WouldBlock => return true,
+                Err(_) => return false,
+            }
+        }
+        true
     }
 
     /// Finished: drop the connection.

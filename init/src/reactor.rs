@@ -4,9 +4,10 @@
 //! supervisor, listeners and connections to the clients. After each batch
 //! it lets the supervisor finish its turn, delivers what it has for
 //! clients, and arms the timer for the earliest deadline (re-armed only
-//! when that deadline comes sooner, or the timer fired).
+//! when that deadline comes sooner, or the timer fired). When the
+//! supervisor has finished, it gives the clients a bounded farewell.
 
-use crate::clients::{Clients, SocketInUse, UNIX_LISTENER, VSOCK_LISTENER};
+use crate::clients::{Clients, SocketInUse, FAREWELL, UNIX_LISTENER, VSOCK_LISTENER};
 use crate::notify::NotifySocket;
 use crate::supervisor::{Ending, Supervisor, SVC_BASE};
 use crate::sys::{self, RealOs};
@@ -156,12 +157,32 @@ impl Reactor {
                 error!("internal error while settling; carrying on");
             }
             if let Some(ending) = self.sup.finished() {
-                // The last event, to followers as far as their sockets
-                // take it now.
+                // The last event; followers get until `FAREWELL` to take
+                // it and hang up.
                 self.sup.final_event();
                 self.deliver(Instant::now());
+                self.farewell(&mut events);
                 self.clients.close();
                 return ending;
+            }
+        }
+    }
+
+    /// Wait, at most `FAREWELL`, until every client has taken what is
+    /// queued for it and hung up (`Clients::part`). Nothing else is
+    /// handled any more.
+    fn farewell(&mut self, events: &mut Events) {
+        let end = Instant::now() + FAREWELL;
+        while self.clients.part(Instant::now()) {
+            let left = end.saturating_duration_since(Instant::now());
+            if left.is_zero() {
+                break;
+            }
+            if let Err(e) = self.poll.poll(events, Some(left)) {
+                if e.kind() != std::io::ErrorKind::Interrupted {
+                    error!("poll: {e}");
+                    break;
+                }
             }
         }
     }

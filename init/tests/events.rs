@@ -430,6 +430,50 @@ fn shutdown_begun_then_a_final_event_with_each_last_exit_then_the_end() {
     assert!(init.wait_exit(TIMEOUT).is_some());
 }
 
+/// The final event reaches a follower before init goes: init closes its
+/// side, then waits (up to `FAREWELL`, 2 s) for the follower to hang up
+/// before it kills what is left and powers off. (In the VM test the
+/// follower is a process in the guest: without this it was SIGKILLed
+/// between reading the final event and saying so.)
+#[test]
+fn init_waits_for_a_follower_to_hang_up_after_the_final_event() {
+    let mut init = Init::start(&[("s", &sleeper(""))]);
+    let mut f = Follower::new(&init, None);
+    assert_eq!(init.request(r#""Ping""#), Value::String("Pong".into()));
+    let r = init.request(r#""SystemShutdown""#);
+    assert!(r.get("Success").is_some(), "{r}");
+    f.until(|e| e["kind"] == "final");
+    assert!(
+        f.next().is_none(),
+        "init closed its side after the final event"
+    );
+    // A follower slow to hang up: init is still there for it.
+    std::thread::sleep(Duration::from_millis(300));
+    assert!(
+        init.wait_exit(Duration::ZERO).is_none(),
+        "init went before the follower hung up"
+    );
+    drop(f);
+    assert!(
+        init.wait_exit(TIMEOUT).is_some(),
+        "init ends once it hung up"
+    );
+}
+
+#[test]
+fn a_follower_that_never_hangs_up_holds_the_end_only_a_bounded_time() {
+    let mut init = Init::start(&[("s", &sleeper(""))]);
+    let mut f = Follower::new(&init, None);
+    assert_eq!(init.request(r#""Ping""#), Value::String("Pong".into()));
+    let r = init.request(r#""SystemShutdown""#);
+    assert!(r.get("Success").is_some(), "{r}");
+    f.until(|e| e["kind"] == "final");
+    let t = std::time::Instant::now();
+    assert!(init.wait_exit(TIMEOUT).is_some(), "init ended without us");
+    assert!(t.elapsed() < TIMEOUT, "{:?}", t.elapsed());
+    drop(f);
+}
+
 /// Figures, not a test (`cargo test --release -p init --test events --
 /// --ignored --nocapture figures`): the time from a service's death (kill
 /// -9 here) to its `running>failed` event at a follower (pidfd, reap, log
