@@ -43,6 +43,14 @@ pub fn service_path(def: &ServiceDef, global_env: &BTreeMap<String, String>) -> 
     std::env::var_os("PATH").unwrap_or_else(|| DEFAULT_PATH.into())
 }
 
+/// init's own environment, read once: nothing in init changes it, and
+/// copying it out of libc at each start cost a lock and an allocation per
+/// variable.
+fn own_env() -> &'static BTreeMap<OsString, OsString> {
+    static ENV: std::sync::OnceLock<BTreeMap<OsString, OsString>> = std::sync::OnceLock::new();
+    ENV.get_or_init(|| std::env::vars_os().collect())
+}
+
 /// Environment: init's own, then init.yaml's `environment`, then HOME,
 /// USER and LOGNAME of its `User`, then the service's `Environment` (later
 /// wins); PATH as `service_path` says; `extra` (NOTIFY_SOCKET) last.
@@ -61,7 +69,7 @@ pub fn spawn(
         return Err(SpawnError::Fault("empty ExecStart".into()));
     };
     let path = service_path(def, global_env);
-    let mut env: BTreeMap<OsString, OsString> = std::env::vars_os().collect();
+    let mut env: BTreeMap<OsString, OsString> = own_env().clone();
     let mut set = |k: &str, v: &OsStr| {
         env.insert(k.into(), v.into());
     };

@@ -142,6 +142,9 @@ pub struct Supervisor<O: Os> {
     started_at: Instant,
     /// The read buffer for output pipes, allocated once.
     pipe_buf: Vec<u8>,
+    /// Services whose log file may be let go at the end of the turn (see
+    /// `release_logs`).
+    idle_logs: BTreeSet<usize>,
 }
 
 impl<O: Os> Supervisor<O> {
@@ -170,6 +173,7 @@ impl<O: Os> Supervisor<O> {
             ending: None,
             started_at,
             pipe_buf: Vec::new(),
+            idle_logs: BTreeSet::new(),
         }
     }
 
@@ -338,6 +342,7 @@ impl<O: Os> Supervisor<O> {
         self.answer_held();
         self.forget_removed();
         self.report_boot();
+        self.release_logs();
     }
 
     pub fn has_out(&self) -> bool {
@@ -800,12 +805,20 @@ impl<O: Os> Supervisor<O> {
     }
 
     /// A service with no process and no open pipe writes to its log
-    /// rarely: let the file go (the next line reopens it), so a stopped
-    /// service holds no fd of init's.
+    /// rarely: its file is let go at the end of the turn if it is still
+    /// so then (the next line reopens it), so a stopped service holds no
+    /// fd of init's, while a restart within the turn (`RestartSec = 0`)
+    /// writes its exit, restart and start lines through one open file.
     fn release_log(&mut self, id: usize) {
-        if let Some(s) = self.table.get_mut(id) {
-            if s.proc_().is_none() && Pipe::ALL.iter().all(|p| s.out.fd(*p).is_none()) {
-                s.out.log.close_file();
+        self.idle_logs.insert(id);
+    }
+
+    fn release_logs(&mut self) {
+        for id in std::mem::take(&mut self.idle_logs) {
+            if let Some(s) = self.table.get_mut(id) {
+                if s.proc_().is_none() && Pipe::ALL.iter().all(|p| s.out.fd(*p).is_none()) {
+                    s.out.log.close_file();
+                }
             }
         }
     }
