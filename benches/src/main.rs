@@ -211,8 +211,11 @@ fn main() {
     }
     let _ = nix::sys::prctl::set_child_subreaper(true);
     raise_nofile();
-    let work = std::env::temp_dir().join(format!("enclave-bench-{}", std::process::id()));
-    let tools = match compile_helpers(&work.join("bin")) {
+    let tag = format!("enclave-bench-{}", std::process::id());
+    let work = work_root().join(&tag);
+    // The helpers on the temp dir's filesystem: /dev/shm may be noexec.
+    let bin_dir = std::env::temp_dir().join(format!("{tag}-bin"));
+    let tools = match compile_helpers(&bin_dir) {
         Ok(t) => t,
         Err(e) => {
             eprintln!("benches: {e}");
@@ -274,6 +277,7 @@ fn main() {
     if let Some(path) = json {
         let meta = serde_json::json!({
             "quick": quick,
+            "work_dir": work.display().to_string(),
             "seconds": secs,
             "cpus": std::thread::available_parallelism().map(|n| n.get()).unwrap_or(0),
             "peers_missing": sup::PEERS.iter().filter(|k| !ctx.peers.contains(k)).map(|k| k.name()).collect::<Vec<_>>(),
@@ -283,7 +287,27 @@ fn main() {
             eprintln!("benches: cannot write {}: {e}", path.display());
         }
     }
+    println!("\nwork directory (services, logs, stamps): {}", work.display());
     if !keep {
         let _ = std::fs::remove_dir_all(&work);
+        let _ = std::fs::remove_dir_all(&bin_dir);
+    }
+}
+
+/// Where the supervisors run and write their logs: a tmpfs (/dev/shm)
+/// where there is one, as an enclave's root is in RAM; else the temp dir.
+/// On a disk the harness's own clean-up between runs skewed the figures:
+/// ext4 passes over inodes freed in the last minute when it allocates,
+/// so after a run of 1,000 services was deleted the next supervisor's
+/// 1,000 log files took over a second to create, whoever came next.
+fn work_root() -> PathBuf {
+    let shm = Path::new("/dev/shm");
+    let tmpfs = nix::sys::statfs::statfs(shm)
+        .is_ok_and(|s| s.filesystem_type() == nix::sys::statfs::TMPFS_MAGIC);
+    let writable = nix::unistd::access(shm, nix::unistd::AccessFlags::W_OK).is_ok();
+    if tmpfs && writable {
+        shm.to_path_buf()
+    } else {
+        std::env::temp_dir()
     }
 }
