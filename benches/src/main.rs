@@ -287,7 +287,10 @@ fn main() {
             eprintln!("benches: cannot write {}: {e}", path.display());
         }
     }
-    println!("\nwork directory (services, logs, stamps): {}", work.display());
+    println!(
+        "\nwork directory (services, logs, stamps): {}",
+        work.display()
+    );
     if !keep {
         let _ = std::fs::remove_dir_all(&work);
         let _ = std::fs::remove_dir_all(&bin_dir);
