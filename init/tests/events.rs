@@ -468,9 +468,8 @@ fn a_follower_that_never_hangs_up_holds_the_end_only_a_bounded_time() {
     let r = init.request(r#""SystemShutdown""#);
     assert!(r.get("Success").is_some(), "{r}");
     f.until(|e| e["kind"] == "final");
-    let t = std::time::Instant::now();
+    // Held open and never read again: init ends all the same.
     assert!(init.wait_exit(TIMEOUT).is_some(), "init ended without us");
-    assert!(t.elapsed() < TIMEOUT, "{:?}", t.elapsed());
     drop(f);
 }
 
