@@ -330,6 +330,7 @@ mod tests {
                 name: n(),
                 lines: 1,
             },
+            Request::ServiceLogsFollowAll { lines: 1 },
         ];
         let change = [
             Request::ServiceStart { name: n() },

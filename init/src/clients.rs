@@ -66,6 +66,7 @@ fn expensive(r: &Request) -> bool {
         | Request::ServiceEnable { .. }
         | Request::ServiceLogs { .. }
         | Request::ServiceLogsFollow { .. }
+        | Request::ServiceLogsFollowAll { .. }
         | Request::Metrics => true,
         // A backlog to encode, like the last lines of a log.
         Request::Events { since } => since.is_some(),

@@ -316,6 +316,79 @@ fn logs_follow_all_prints_new_lines_of_every_service() {
     check_merged(&seen, &["alpha", "beta"]);
 }
 
+/// More services than init takes connections on one transport
+/// (`CONNS_PER_TRANSPORT`, 256): `logs -f` follows them all on one
+/// connection, and a service a reload adds too. (With a connection per
+/// service, the 257th made init close the oldest: 44 of 300 services'
+/// new lines never showed, with no error.)
+#[test]
+fn logs_follow_all_follows_every_service_past_the_connection_limit_and_new_ones() {
+    let n = 300;
+    let ticker = |i: usize| {
+        svc(
+            &sh(&format!("while :; do echo tick-{i}; sleep 1; done")),
+            "",
+        )
+    };
+    let units: Vec<(String, String)> = (0..n).map(|i| (format!("s{i:03}"), ticker(i))).collect();
+    let refs: Vec<(&str, &str)> = units
+        .iter()
+        .map(|(a, b)| (a.as_str(), b.as_str()))
+        .collect();
+    let init = Init::start(&refs);
+    init.wait_state(&format!("s{:03}", n - 1), "running");
+    let cfg = init.dir.path().join("initctl.yaml");
+    init.initctl(&["ping"]); // writes initctl.yaml
+    let mut child = Command::new(initctl_bin())
+        .env("INIT_SOCKET", &init.socket)
+        .env("INITCTL_CONFIG", &cfg)
+        .args(["logs", "-f", "-n", "0"])
+        .stdin(Stdio::null())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let reader = BufReader::new(child.stdout.take().unwrap());
+    let (tx, rx) = std::sync::mpsc::channel();
+    std::thread::spawn(move || {
+        for line in reader.lines().map_while(Result::ok) {
+            if tx.send(line).is_err() {
+                break;
+            }
+        }
+    });
+    let mut seen = std::collections::BTreeSet::new();
+    let take = |seen: &mut std::collections::BTreeSet<String>| {
+        for line in rx.try_iter() {
+            if let Some(t) = line.rsplit(' ').next().filter(|t| t.starts_with("tick-")) {
+                seen.insert(t.to_string());
+            }
+        }
+    };
+    let all = wait_for(
+        || {
+            take(&mut seen);
+            seen.len() >= n
+        },
+        TIMEOUT * 2,
+    );
+    assert!(all, "{} of {n} services' new lines seen", seen.len());
+    // A service added now, by a reload, is followed too.
+    init.write_service("late", &ticker(n));
+    assert_code(&init.initctl(&["reload"]), 0);
+    let late = format!("tick-{n}");
+    let ok = wait_for(
+        || {
+            take(&mut seen);
+            seen.contains(&late)
+        },
+        TIMEOUT,
+    );
+    let _ = child.kill();
+    let _ = child.wait();
+    assert!(ok, "no line of the service added by the reload");
+}
+
 #[test]
 fn init_yaml_bad_key_is_named_and_the_others_are_kept() {
     let init = Init::start_with(

@@ -1,9 +1,12 @@
 //! `initctl logs` without a name (or `--all`): every service's lines,
 //! merged in time order by the timestamp each line starts with, each after
-//! its service's name. `-f` opens one follow connection per service and
-//! poll(2)s them all (and stdout, to end when the reader goes away): lines
-//! that arrive together are merged, later ones printed as they come.
-//! Services added after the start are not followed.
+//! its service's name. `-f` asks init to follow every service on one
+//! connection (`ServiceLogsFollowAll`: services a reload adds too); an
+//! init without it (one that answers with an error) gets one follow
+//! connection per service, poll(2)ed together, as before: services added
+//! after the start are not followed then. Either way lines that arrive
+//! together are merged, later ones printed as they come, and stdout is
+//! watched so that it ends when the reader goes away.
 
 use crate::transport::{Conn, Endpoint};
 use crate::{ask, fail, open, parse_response, read_answer, write_stderr, write_stdout};
@@ -100,6 +103,9 @@ pub fn run(cli: &Cli, endpoint: &Endpoint, lines: usize, follow: bool) -> Result
         print(cli, last(merge(&batches, width), lines))?;
         return Ok(code);
     }
+    if let Some(code) = follow_all(cli, endpoint, lines, width)? {
+        return Ok(code);
+    }
     // One follow connection each; the first answers are the tails.
     let mut conns: Vec<(&str, Conn)> = Vec::new();
     let mut batches = Vec::new();
@@ -181,6 +187,56 @@ pub fn run(cli: &Cli, endpoint: &Endpoint, lines: usize, follow: bool) -> Result
         });
     }
     Ok(code)
+}
+
+/// Follow every service on one connection. None if init does not know
+/// the request (it answers with an error): the caller falls back to a
+/// connection per service.
+fn follow_all(
+    cli: &Cli,
+    endpoint: &Endpoint,
+    lines: usize,
+    width: usize,
+) -> Result<Option<i32>, Fail> {
+    let request = Request::ServiceLogsFollowAll { lines };
+    let (mut conn, deadline) = open(cli, endpoint, &request)?;
+    let mut deadline = Some(deadline);
+    let mut first = true;
+    loop {
+        if deadline.is_none() && !conn.has_line() {
+            match conn.wait_readable_or_gone(io::stdout().as_fd()) {
+                Ok(true) => return Ok(Some(EXIT_OK)),
+                Ok(false) => {}
+                Err(e) => return Err(fail(format!("poll: {e}"))),
+            }
+        }
+        let Some(line) = read_answer(cli, endpoint, &mut conn, deadline)? else {
+            return Ok(Some(EXIT_OK));
+        };
+        match parse_response(&line, endpoint)? {
+            Response::ServicesLogs { logs } => {
+                let batches: Vec<(&str, Vec<String>)> = logs
+                    .iter()
+                    .map(|l| (l.service.as_str(), l.logs.clone()))
+                    .collect();
+                let merged = merge(&batches, width);
+                print(cli, if first { last(merged, lines) } else { merged })?;
+            }
+            Response::Error { .. } if first => return Ok(None),
+            Response::Error { message } => {
+                write_stderr(&format!("✗ Error: {message}\n"));
+                return Ok(Some(EXIT_ERROR));
+            }
+            _ => {
+                return Err(fail(format!(
+                    "unexpected answer to ServiceLogsFollowAll: {line}"
+                )))
+            }
+        }
+        first = false;
+        // No time limit after the first answer.
+        deadline = None;
+    }
 }
 
 #[cfg(test)]

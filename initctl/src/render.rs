@@ -33,6 +33,13 @@ pub fn render(response: &Response) -> Rendered {
             out.stderr = "No logs available\n".into()
         }
         Response::ServiceLogs { logs } => out.stdout = log_lines(logs),
+        Response::ServicesLogs { logs } => {
+            for l in logs {
+                for line in &l.logs {
+                    out.stdout.push_str(&format!("{} {line}\n", l.service));
+                }
+            }
+        }
         Response::SystemStatus { status } => out.stdout = system_status(status),
         Response::Pong => out.stdout = "✓ Pong - init system is responsive\n".into(),
         Response::Event { event } => out.stdout = event_line(event),

@@ -610,3 +610,43 @@ fn vsock_connect_is_bounded_by_the_timeout() {
     let err = stderr(&out);
     assert!(err.contains("1:9001"), "{err}");
 }
+
+/// `logs -f` without a name against an init that does not know
+/// `ServiceLogsFollowAll` (it answers with an error): one follow
+/// connection per service, as before.
+#[test]
+fn logs_follow_all_falls_back_to_a_connection_per_service() {
+    let dir = temp_dir("follow-all-old");
+    let sock = dir.join("init.sock");
+    let listener = UnixListener::bind(&sock).unwrap();
+    let server = thread::spawn(move || {
+        let mut requests = Vec::new();
+        let answers: [&[u8]; 3] = [
+            br#"{"ServiceList":{"services":[{"name":"web","enabled":true,"active":true,"restart_policy":"no","restart_count":0}]}}"#,
+            br#"{"Error":{"message":"invalid request: unknown variant `ServiceLogsFollowAll`"}}"#,
+            br#"{"ServiceLogs":{"logs":["[2026-01-01 00:00:00.000] hello"]}}"#,
+        ];
+        for answer in answers {
+            let (mut s, _) = listener.accept().unwrap();
+            let mut request = String::new();
+            BufReader::new(&s).read_line(&mut request).unwrap();
+            requests.push(request.trim_end().to_string());
+            s.write_all(answer).unwrap();
+            s.write_all(b"\n").unwrap();
+        }
+        requests
+    });
+    let (out, _) = run_args(&["logs", "-f", "-s", sock.to_str().unwrap()]);
+    assert_eq!(out.status.code(), Some(0), "{}", stderr(&out));
+    assert_eq!(stdout(&out), "web [2026-01-01 00:00:00.000] hello\n");
+    let requests = server.join().unwrap();
+    assert_eq!(
+        requests,
+        [
+            r#""ListServices""#,
+            r#"{"ServiceLogsFollowAll":{"lines":50}}"#,
+            r#"{"ServiceLogsFollow":{"name":"web","lines":50}}"#,
+        ]
+    );
+    let _ = std::fs::remove_dir_all(&dir);
+}

@@ -41,6 +41,14 @@ pub enum Request {
         name: String,
         lines: usize,
     },
+    /// The same for every service on one connection: first one
+    /// `ServicesLogs` with the last `lines` lines of each, then one per
+    /// batch of new lines, naming its service (services a reload adds
+    /// too). An addition to the seed, for `initctl logs -f` without a
+    /// name, where a connection per service ran into the connection limit.
+    ServiceLogsFollowAll {
+        lines: usize,
+    },
     SystemStatus,
     SystemReload,
     SystemReboot,
@@ -69,6 +77,7 @@ impl Request {
             | Request::SystemStatus
             | Request::ServiceLogs { .. }
             | Request::ServiceLogsFollow { .. }
+            | Request::ServiceLogsFollowAll { .. }
             | Request::Events { .. }
             | Request::Metrics => true,
             Request::ServiceStart { .. }
@@ -82,6 +91,13 @@ impl Request {
             | Request::SystemShutdown => false,
         }
     }
+}
+
+/// Some lines of one service's log (in `ServicesLogs`).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct ServiceLines {
+    pub service: String,
+    pub logs: Vec<String>,
 }
 
 fn is_false(b: &bool) -> bool {
@@ -112,6 +128,11 @@ pub enum Response {
     },
     ServiceLogs {
         logs: Vec<String>,
+    },
+    /// Lines of several services, each batch with its service's name
+    /// (`ServiceLogsFollowAll`).
+    ServicesLogs {
+        logs: Vec<ServiceLines>,
     },
     SystemStatus {
         status: SystemStatus,
@@ -287,6 +308,23 @@ pub struct SystemStatus {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn following_every_log_on_one_connection() {
+        let r: Request = serde_json::from_str(r#"{"ServiceLogsFollowAll":{"lines":5}}"#).unwrap();
+        assert_eq!(r, Request::ServiceLogsFollowAll { lines: 5 });
+        assert!(r.is_read_only());
+        let a = Response::ServicesLogs {
+            logs: vec![ServiceLines {
+                service: "a".into(),
+                logs: vec!["x".into()],
+            }],
+        };
+        assert_eq!(
+            serde_json::to_string(&a).unwrap(),
+            r#"{"ServicesLogs":{"logs":[{"service":"a","logs":["x"]}]}}"#
+        );
+    }
 
     #[test]
     fn wire_format_matches_the_seed() {

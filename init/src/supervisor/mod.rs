@@ -17,7 +17,7 @@ use crate::unit::{self, EndAction, UnitFile};
 use mio::Token;
 use nix::sys::signal::Signal;
 use shared::config::InitConfig;
-use shared::protocol::Response;
+use shared::protocol::{Response, ServiceLines};
 use std::collections::{BTreeMap, BTreeSet, VecDeque};
 use std::os::fd::AsRawFd;
 use std::path::{Path, PathBuf};
@@ -125,7 +125,8 @@ pub struct Supervisor<O: Os> {
     stops_queued: bool,
     held: Vec<Held>,
     /// Followers: which service each streaming client follows.
-    followers: BTreeMap<ClientId, usize>,
+    /// None: every service's (`ServiceLogsFollowAll`).
+    followers: BTreeMap<ClientId, Option<usize>>,
     /// The events kept, and the clients that follow them.
     events: crate::events::Events,
     event_followers: BTreeSet<ClientId>,
@@ -764,7 +765,7 @@ impl<O: Os> Supervisor<O> {
     // ----- output ----------------------------------------------------------
 
     fn followed(&self, id: usize) -> bool {
-        self.followers.values().any(|f| *f == id)
+        self.followers.values().any(|f| f.is_none_or(|f| f == id))
     }
 
     /// Read a pipe into the service's log. True if data is left.
@@ -839,18 +840,36 @@ impl<O: Os> Supervisor<O> {
         self.release_log(id);
     }
 
-    /// New log lines of a service go to its followers.
+    /// New log lines of a service go to its followers, and to those of
+    /// every service with its name.
     fn forward(&mut self, id: usize, lines: Vec<String>) {
-        if lines.is_empty() {
+        if lines.is_empty() || self.followers.is_empty() {
             return;
         }
-        let to: Vec<ClientId> = self
-            .followers
-            .iter()
-            .filter(|(_, f)| **f == id)
-            .map(|(c, _)| *c)
-            .collect();
-        for c in to {
+        let mut one = Vec::new();
+        let mut all = Vec::new();
+        for (c, f) in &self.followers {
+            match f {
+                Some(f) if *f == id => one.push(*c),
+                Some(_) => {}
+                None => all.push(*c),
+            }
+        }
+        if !all.is_empty() {
+            let service = self
+                .table
+                .get(id)
+                .map(|s| s.name.clone())
+                .unwrap_or_default();
+            let r = Response::ServicesLogs {
+                logs: vec![ServiceLines {
+                    service,
+                    logs: lines.clone(),
+                }],
+            };
+            self.out.push(Out::Broadcast(all, r));
+        }
+        for c in one {
             self.out.push(Out::Stream(
                 c,
                 Response::ServiceLogs {

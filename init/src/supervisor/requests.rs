@@ -9,7 +9,9 @@ use crate::access::{Role, Who};
 use crate::os::{Containment, Os};
 use crate::service::{Event, State};
 use crate::unit::{self, UnitFile};
-use shared::protocol::{Request, Response, ServiceStatus, ServiceSummary, SystemStatus};
+use shared::protocol::{
+    Request, Response, ServiceLines, ServiceStatus, ServiceSummary, SystemStatus,
+};
 use std::collections::BTreeSet;
 use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
@@ -106,6 +108,7 @@ impl<O: Os> Supervisor<O> {
             | Request::ServiceLogsFollow { name, .. } => Some(name.clone()),
             Request::Ping
             | Request::ListServices
+            | Request::ServiceLogsFollowAll { .. }
             | Request::SystemStatus
             | Request::SystemReload
             | Request::SystemShutdown
@@ -192,11 +195,29 @@ impl<O: Os> Supervisor<O> {
             Request::ServiceLogsFollow { lines, .. } => match id {
                 Some(id) => {
                     let logs = self.tail(id, lines);
-                    self.followers.insert(client, id);
+                    self.followers.insert(client, Some(id));
                     Reply::Stream(vec![Response::ServiceLogs { logs }])
                 }
                 None => unknown(),
             },
+            Request::ServiceLogsFollowAll { lines } => {
+                let ids: Vec<usize> = self.table.listed().map(|(id, _)| id).collect();
+                // The whole first answer within one log answer's limit:
+                // each service's share holds its lines, its name and
+                // brackets, and the note of a cut tail.
+                let share = (MAX_LOGS_RESPONSE - 200) / ids.len().max(1);
+                let logs = ids
+                    .into_iter()
+                    .filter_map(|id| {
+                        let service = self.table.get(id)?.name.clone();
+                        let budget = share.saturating_sub(service.len() + 240);
+                        let logs = self.tail_within(id, lines, budget);
+                        Some(ServiceLines { service, logs })
+                    })
+                    .collect();
+                self.followers.insert(client, None);
+                Reply::Stream(vec![Response::ServicesLogs { logs }])
+            }
             Request::ServiceLogsClear { .. } => match id.and_then(|id| self.table.get_mut(id)) {
                 Some(s) => now(match s.out.log.clear(&self.logset) {
                     Ok(()) => Response::ok(format!("Logs of '{name}' cleared")),
@@ -291,11 +312,16 @@ impl<O: Os> Supervisor<O> {
     /// `MAX_LOGS_RESPONSE` once encoded (counted while they are read, so no
     /// more is read than fits); when lines are left out, a last line says so.
     fn tail(&self, id: usize, lines: usize) -> Vec<String> {
+        // `{"ServiceLogs":{"logs":[...]}}` and a newline, and the note.
+        self.tail_within(id, lines, MAX_LOGS_RESPONSE - 30 - 200)
+    }
+
+    /// The last `lines` lines of a service's log, as many as fit in
+    /// `budget` bytes of JSON; a note after them when older ones were cut.
+    fn tail_within(&self, id: usize, lines: usize, budget: usize) -> Vec<String> {
         let Some(s) = self.table.get(id) else {
             return Vec::new();
         };
-        // `{"ServiceLogs":{"logs":[...]}}` and a newline, and the note.
-        let budget = MAX_LOGS_RESPONSE - 30 - 200;
         let (mut logs, cut) =
             s.out
                 .log
