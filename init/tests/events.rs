@@ -430,6 +430,18 @@ fn shutdown_begun_then_a_final_event_with_each_last_exit_then_the_end() {
     assert!(init.wait_exit(TIMEOUT).is_some());
 }
 
+/// init with one service and a follower of events, shut down; the
+/// follower has read up to the final event.
+fn shut_down_followed() -> (Init, Follower) {
+    let init = Init::start(&[("s", &sleeper(""))]);
+    let mut f = Follower::new(&init, None);
+    assert_eq!(init.request(r#""Ping""#), Value::String("Pong".into()));
+    let r = init.request(r#""SystemShutdown""#);
+    assert!(r.get("Success").is_some(), "{r}");
+    f.until(|e| e["kind"] == "final");
+    (init, f)
+}
+
 /// The final event reaches a follower before init goes: init closes its
 /// side, then waits (up to `FAREWELL`, 2 s) for the follower to hang up
 /// before it kills what is left and powers off. (In the VM test the
@@ -437,12 +449,7 @@ fn shutdown_begun_then_a_final_event_with_each_last_exit_then_the_end() {
 /// between reading the final event and saying so.)
 #[test]
 fn init_waits_for_a_follower_to_hang_up_after_the_final_event() {
-    let mut init = Init::start(&[("s", &sleeper(""))]);
-    let mut f = Follower::new(&init, None);
-    assert_eq!(init.request(r#""Ping""#), Value::String("Pong".into()));
-    let r = init.request(r#""SystemShutdown""#);
-    assert!(r.get("Success").is_some(), "{r}");
-    f.until(|e| e["kind"] == "final");
+    let (mut init, mut f) = shut_down_followed();
     assert!(
         f.next().is_none(),
         "init closed its side after the final event"
@@ -462,12 +469,7 @@ fn init_waits_for_a_follower_to_hang_up_after_the_final_event() {
 
 #[test]
 fn a_follower_that_never_hangs_up_holds_the_end_only_a_bounded_time() {
-    let mut init = Init::start(&[("s", &sleeper(""))]);
-    let mut f = Follower::new(&init, None);
-    assert_eq!(init.request(r#""Ping""#), Value::String("Pong".into()));
-    let r = init.request(r#""SystemShutdown""#);
-    assert!(r.get("Success").is_some(), "{r}");
-    f.until(|e| e["kind"] == "final");
+    let (mut init, f) = shut_down_followed();
     // Held open and never read again: init ends all the same.
     assert!(init.wait_exit(TIMEOUT).is_some(), "init ended without us");
     drop(f);

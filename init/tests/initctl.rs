@@ -271,16 +271,9 @@ fn logs_without_a_name_merge_every_service_in_time_order() {
     assert_eq!(out(&o).lines().count(), 3, "{}", out(&o));
 }
 
-#[test]
-fn logs_follow_all_prints_new_lines_of_every_service() {
-    // Both print a line every 50 ms for a long while: with -n 0 what
-    // shows up came through the follow connections.
-    let init = Init::start(&[
-        ("alpha", &talker("a", 100000)),
-        ("beta", &talker("b", 100000)),
-    ]);
-    init.wait_state("alpha", "running");
-    init.wait_state("beta", "running");
+/// `initctl logs -f -n 0` (every service, new lines only) against `init`;
+/// its output lines arrive on the receiver.
+fn follow_all(init: &Init) -> (std::process::Child, std::sync::mpsc::Receiver<String>) {
     let cfg = init.dir.path().join("initctl.yaml");
     init.initctl(&["ping"]); // writes initctl.yaml
     let mut child = Command::new(initctl_bin())
@@ -301,6 +294,20 @@ fn logs_follow_all_prints_new_lines_of_every_service() {
             }
         }
     });
+    (child, rx)
+}
+
+#[test]
+fn logs_follow_all_prints_new_lines_of_every_service() {
+    // Both print a line every 50 ms for a long while: with -n 0 what
+    // shows up came through the follow connections.
+    let init = Init::start(&[
+        ("alpha", &talker("a", 100000)),
+        ("beta", &talker("b", 100000)),
+    ]);
+    init.wait_state("alpha", "running");
+    init.wait_state("beta", "running");
+    let (mut child, rx) = follow_all(&init);
     let mut seen = Vec::new();
     let ok = wait_for(
         || {
@@ -337,26 +344,7 @@ fn logs_follow_all_follows_every_service_past_the_connection_limit_and_new_ones(
         .collect();
     let init = Init::start(&refs);
     init.wait_state(&format!("s{:03}", n - 1), "running");
-    let cfg = init.dir.path().join("initctl.yaml");
-    init.initctl(&["ping"]); // writes initctl.yaml
-    let mut child = Command::new(initctl_bin())
-        .env("INIT_SOCKET", &init.socket)
-        .env("INITCTL_CONFIG", &cfg)
-        .args(["logs", "-f", "-n", "0"])
-        .stdin(Stdio::null())
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .spawn()
-        .unwrap();
-    let reader = BufReader::new(child.stdout.take().unwrap());
-    let (tx, rx) = std::sync::mpsc::channel();
-    std::thread::spawn(move || {
-        for line in reader.lines().map_while(Result::ok) {
-            if tx.send(line).is_err() {
-                break;
-            }
-        }
-    });
+    let (mut child, rx) = follow_all(&init);
     let mut seen = std::collections::BTreeSet::new();
     let take = |seen: &mut std::collections::BTreeSet<String>| {
         for line in rx.try_iter() {

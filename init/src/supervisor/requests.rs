@@ -201,18 +201,19 @@ impl<O: Os> Supervisor<O> {
                 None => unknown(),
             },
             Request::ServiceLogsFollowAll { lines } => {
-                let ids: Vec<usize> = self.table.listed().map(|(id, _)| id).collect();
                 // The whole first answer within one log answer's limit:
                 // each service's share holds its lines, its name and
                 // brackets, and the note of a cut tail.
-                let share = (MAX_LOGS_RESPONSE - 200) / ids.len().max(1);
-                let logs = ids
-                    .into_iter()
-                    .filter_map(|id| {
-                        let service = self.table.get(id)?.name.clone();
-                        let budget = share.saturating_sub(service.len() + 240);
-                        let logs = self.tail_within(id, lines, budget);
-                        Some(ServiceLines { service, logs })
+                let share = (MAX_LOGS_RESPONSE - 200) / self.table.listed().count().max(1);
+                let logs = self
+                    .table
+                    .listed()
+                    .map(|(id, s)| {
+                        let budget = share.saturating_sub(s.name.len() + 240);
+                        ServiceLines {
+                            service: s.name.clone(),
+                            logs: self.tail_within(id, lines, budget),
+                        }
                     })
                     .collect();
                 self.followers.insert(client, None);
