@@ -172,6 +172,27 @@ fn logs_with_lines_after_the_name() {
 }
 
 #[test]
+fn a_long_answer_in_many_pieces_arrives_whole() {
+    // 3000 lines, about 330 KB, sent in pieces of 1000 bytes: initctl's
+    // small first read, then its larger ones, must lose and reorder nothing.
+    let lines: Vec<String> = (0..3000).map(|i| format!("{i:05} {}", "x".repeat(100))).collect();
+    let answer = format!(
+        "{{\"ServiceLogs\":{{\"logs\":{}}}}}\n",
+        serde_json::to_string(&lines).unwrap()
+    );
+    let fake = Fake::start("long", move |s| {
+        for piece in answer.as_bytes().chunks(1000) {
+            s.write_all(piece).unwrap();
+            s.flush().unwrap();
+        }
+    });
+    let (out, _) = run_args(&["logs", "web", "-n", "3000", "-s", fake.sock()]);
+    assert_eq!(out.status.code(), Some(0), "{}", stderr(&out));
+    assert_eq!(stdout(&out), lines.join("\n") + "\n");
+    fake.request();
+}
+
+#[test]
 fn error_answer_exits_1() {
     let fake = Fake::answering(
         "error",
@@ -502,6 +523,50 @@ fn logs_follow_ends_quietly_when_the_reader_goes_away() {
         .read_to_string(&mut err)
         .unwrap();
     assert_eq!(err, "");
+    fake.request();
+}
+
+#[test]
+fn with_stdout_closed_nothing_goes_to_the_socket() {
+    // Started with fd 1 closed, the socket must not become stdout: init
+    // would get initctl's output as a second request.
+    let (tx, rx) = mpsc::channel();
+    let fake = Fake::start("closed-stdout", move |s| {
+        s.write_all(b"\"Pong\"\n").unwrap();
+        let mut rest = String::new();
+        let _ = s.read_to_string(&mut rest);
+        tx.send(rest).unwrap();
+    });
+    let mut cmd = initctl();
+    cmd.args(["-s", fake.sock(), "ping"]);
+    // SAFETY: close(2) is async-signal-safe.
+    unsafe {
+        std::os::unix::process::CommandExt::pre_exec(&mut cmd, || {
+            nix::libc::close(1);
+            Ok(())
+        });
+    }
+    let out = cmd.stderr(Stdio::piped()).output().unwrap();
+    assert_eq!(out.status.code(), Some(0), "{}", stderr(&out));
+    assert_eq!(fake.request(), "\"Ping\"");
+    assert_eq!(rx.recv_timeout(WATCHDOG).unwrap(), "", "sent to init after the request");
+}
+
+#[test]
+fn output_into_a_pipe_nobody_reads_ends_quietly() {
+    // `initctl ping | true`: the write fails with EPIPE and initctl ends
+    // with 0 and no message, rather than being killed by SIGPIPE.
+    let fake = Fake::answering("closed-pipe", &["\"Pong\""]);
+    let (read_end, write_end) = nix::unistd::pipe().unwrap();
+    drop(read_end);
+    let out = initctl()
+        .args(["-s", fake.sock(), "ping"])
+        .stdout(Stdio::from(write_end))
+        .stderr(Stdio::piped())
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(0), "{:?}", out.status);
+    assert_eq!(stderr(&out), "");
     fake.request();
 }
 
