@@ -1,7 +1,10 @@
 /* lines COUNT [STAMPFILE [-w]]: write COUNT 100-byte lines to stdout as fast
  * as it can ("%010d" + 88 x's + "\n"; the last one says ENDOFDATA). With a
  * STAMPFILE, first append "PID START_NS" to it; with -w, wait for a signal
- * once done (so a supervisor does not restart it). */
+ * once done (so a supervisor does not restart it).
+ * lines -r DATA STAMPFILE [-w]: the same, replaying the lines from DATA (a
+ * file written by the first form) in 128 KiB reads, as cat does: the
+ * producer then costs what the floor's `cat data` costs. */
 #include <errno.h>
 #include <fcntl.h>
 #include <stdio.h>
@@ -31,18 +34,42 @@ static void put(const char *p, size_t n) {
     }
 }
 
+static void stamp(const char *path, long long start) {
+    int fd = open(path, O_WRONLY | O_APPEND | O_CREAT | O_CLOEXEC, 0644);
+    if (fd < 0) _exit(1);
+    char s[64];
+    int n = snprintf(s, sizeof s, "%d %lld\n", (int)getpid(), start);
+    if (write(fd, s, (size_t)n) != n) _exit(1);
+    close(fd);
+}
+
+static void replay(const char *path) {
+    int fd = open(path, O_RDONLY | O_CLOEXEC);
+    if (fd < 0) _exit(1);
+    static char buf[128 * 1024];
+    for (;;) {
+        ssize_t n = read(fd, buf, sizeof buf);
+        if (n < 0 && errno == EINTR) continue;
+        if (n < 0) _exit(1);
+        if (n == 0) break;
+        put(buf, (size_t)n);
+    }
+    close(fd);
+}
+
 int main(int argc, char **argv) {
     long long start = now_ns();
     if (argc < 2) return 2;
-    long long count = atoll(argv[1]);
-    if (argc > 2) {
-        int fd = open(argv[2], O_WRONLY | O_APPEND | O_CREAT | O_CLOEXEC, 0644);
-        if (fd < 0) return 1;
-        char s[64];
-        int n = snprintf(s, sizeof s, "%d %lld\n", (int)getpid(), start);
-        if (write(fd, s, (size_t)n) != n) return 1;
-        close(fd);
+    if (strcmp(argv[1], "-r") == 0) {
+        if (argc < 4) return 2;
+        stamp(argv[3], start);
+        replay(argv[2]);
+        if (argc > 4 && strcmp(argv[4], "-w") == 0)
+            for (;;) pause();
+        return 0;
     }
+    long long count = atoll(argv[1]);
+    if (argc > 2) stamp(argv[2], start);
     static char buf[LINE * PER_BUF];
     for (int i = 0; i < PER_BUF; i++) {
         memset(buf + i * LINE, 'x', LINE - 1);
