@@ -175,7 +175,9 @@ fn logs_with_lines_after_the_name() {
 fn a_long_answer_in_many_pieces_arrives_whole() {
     // 3000 lines, about 330 KB, sent in pieces of 1000 bytes: initctl's
     // small first read, then its larger ones, must lose and reorder nothing.
-    let lines: Vec<String> = (0..3000).map(|i| format!("{i:05} {}", "x".repeat(100))).collect();
+    let lines: Vec<String> = (0..3000)
+        .map(|i| format!("{i:05} {}", "x".repeat(100)))
+        .collect();
     let answer = format!(
         "{{\"ServiceLogs\":{{\"logs\":{}}}}}\n",
         serde_json::to_string(&lines).unwrap()
@@ -549,7 +551,11 @@ fn with_stdout_closed_nothing_goes_to_the_socket() {
     let out = cmd.stderr(Stdio::piped()).output().unwrap();
     assert_eq!(out.status.code(), Some(0), "{}", stderr(&out));
     assert_eq!(fake.request(), "\"Ping\"");
-    assert_eq!(rx.recv_timeout(WATCHDOG).unwrap(), "", "sent to init after the request");
+    assert_eq!(
+        rx.recv_timeout(WATCHDOG).unwrap(),
+        "",
+        "sent to init after the request"
+    );
 }
 
 #[test]
