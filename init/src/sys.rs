@@ -1,8 +1,7 @@
 //! Raw syscalls: signals and signalfd, timerfd, pidfds, waiting for and
 //! reaping children, fd flags and limits, the child between clone and exec
 //! ([`exec`]; spawn.rs prepares what it does), the PID-1 boot calls,
-//! opening files that must be plain files ([`open_regular`]), libc's
-//! [`memchr`]; and
+//! opening files that must be plain files ([`open_regular`]); and
 //! `RealOs`, the supervisor's `Os`. Nothing here panics; errors are
 //! returned.
 
@@ -257,14 +256,6 @@ pub fn out_of_resources(e: &std::io::Error) -> Option<&'static str> {
 /// Read from a non-blocking fd (a service's output pipe).
 pub fn read(fd: &OwnedFd, buf: &mut [u8]) -> nix::Result<usize> {
     nix::unistd::read(fd, buf)
-}
-
-/// Index of the first `byte` in `h` (libc's vectorised `memchr`).
-pub fn memchr(byte: u8, h: &[u8]) -> Option<usize> {
-    // SAFETY: memchr reads at most h.len() bytes from h's start, and the
-    // pointer it returns, if any, points into h.
-    let p = unsafe { libc::memchr(h.as_ptr().cast(), i32::from(byte), h.len()) };
-    (!p.is_null()).then(|| (p as usize).wrapping_sub(h.as_ptr() as usize))
 }
 
 /// The supervisor's `Os`: real processes, each service in its cgroup where
