@@ -62,20 +62,48 @@ pub fn signalfd() -> nix::Result<SignalFd> {
 static SERVICE_NOFILE: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(u64::MAX);
 
 /// init holds three fds per running service plus its clients: raise the
-/// soft open-files limit to the hard one (PID 1 starts with 1024).
+/// soft open-files limit to the hard one. PID 1 starts with the kernel's
+/// 1024 soft and 4096 hard, about 1,300 services' worth, so PID 1 first
+/// raises the hard limit too, to the kernel's most (`fs.nr_open`), as
+/// systemd does; outside PID 1 the hard limit it was given is kept.
 pub fn raise_fd_limit() {
     // SAFETY: getrlimit/setrlimit with a local struct.
     unsafe {
         let mut lim: libc::rlimit = std::mem::zeroed();
-        if libc::getrlimit(libc::RLIMIT_NOFILE, &mut lim) != 0 || lim.rlim_cur >= lim.rlim_max {
+        if libc::getrlimit(libc::RLIMIT_NOFILE, &mut lim) != 0 {
             return;
         }
         let soft = lim.rlim_cur;
+        if is_pid1() {
+            let most = nr_open();
+            if most > lim.rlim_max {
+                let raised = libc::rlimit {
+                    rlim_cur: most,
+                    rlim_max: most,
+                };
+                if libc::setrlimit(libc::RLIMIT_NOFILE, &raised) == 0 {
+                    SERVICE_NOFILE.store(soft, std::sync::atomic::Ordering::Relaxed);
+                    return;
+                }
+            }
+        }
+        if soft >= lim.rlim_max {
+            return;
+        }
         lim.rlim_cur = lim.rlim_max;
         if libc::setrlimit(libc::RLIMIT_NOFILE, &lim) == 0 {
             SERVICE_NOFILE.store(soft, std::sync::atomic::Ordering::Relaxed);
         }
     }
+}
+
+/// The most fds a process may have (`/proc/sys/fs/nr_open`; the kernel's
+/// default, 1048576, if it cannot be read).
+fn nr_open() -> libc::rlim_t {
+    std::fs::read_to_string("/proc/sys/fs/nr_open")
+        .ok()
+        .and_then(|t| t.trim().parse().ok())
+        .unwrap_or(1 << 20)
 }
 
 /// The open-files limit services start with (init raised its own):

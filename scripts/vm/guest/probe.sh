@@ -31,6 +31,11 @@ done
 # init is PID 1, running /sbin/init, with the console as stdio.
 check pid1 sh -c 'tr "\0" "\n" < /proc/1/cmdline | head -n 1 | grep -qx /sbin/init'
 check pid1-stdio-console sh -c 'for f in 0 1 2; do readlink /proc/1/fd/$f | grep -q console || exit 1; done'
+# The kernel starts PID 1 at 1024:4096 open files; init raises both to
+# fs.nr_open and hands services (this probe) the soft 1024 it started with.
+check pid1-nofile sh -c 'n=$(cat /proc/sys/fs/nr_open); l1=$(grep "Max open files" /proc/1/limits)
+    l2=$(grep "Max open files" /proc/self/limits); echo "$n | $l1 | $l2"
+    echo "$l1" | grep -Eq "files +$n +$n " && echo "$l2" | grep -Eq "files +1024 +$n "'
 
 # Filesystems, with the types and flags of AWS's init.
 for m in /dev:devtmpfs /proc:proc /sys:sysfs /run:tmpfs /tmp:tmpfs \
