@@ -1439,16 +1439,6 @@ fn services_get_a_default_path() {
 /// client); services get the limit init was started with.
 #[test]
 fn open_files_limit_is_raised_for_init_only() {
-    let limits = |pid: i32| -> (String, String) {
-        let text = std::fs::read_to_string(format!("/proc/{pid}/limits")).unwrap();
-        let line = text
-            .lines()
-            .find(|l| l.starts_with("Max open files"))
-            .unwrap()
-            .to_string();
-        let f: Vec<&str> = line.split_whitespace().collect();
-        (f[3].to_string(), f[4].to_string())
-    };
     // Start init with a soft limit below the hard one (lowering our own
     // soft limit is harmless for the other tests in this process).
     unsafe {
@@ -1459,14 +1449,14 @@ fn open_files_limit_is_raised_for_init_only() {
             nix::libc::setrlimit(nix::libc::RLIMIT_NOFILE, &lim);
         }
     }
-    let (mine_soft, mine_hard) = limits(std::process::id() as i32);
+    let (mine_soft, mine_hard) = nofile_limits(std::process::id() as i32);
     assert_ne!(mine_soft, mine_hard, "cannot set up the test");
     let init = Init::start(&[("s", &svc("sleep 1000", ""))]);
     init.wait_state("s", "running");
-    let (init_soft, init_hard) = limits(init.pid);
+    let (init_soft, init_hard) = nofile_limits(init.pid);
     assert_eq!(init_soft, init_hard, "init's soft limit not raised");
     assert_eq!(init_hard, mine_hard);
-    let (svc_soft, _) = limits(init.pid_of("s").unwrap());
+    let (svc_soft, _) = nofile_limits(init.pid_of("s").unwrap());
     assert_eq!(
         svc_soft, mine_soft,
         "the service did not get the original limit"

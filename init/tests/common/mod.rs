@@ -420,6 +420,19 @@ extern "C" {
     fn libc_kill(pid: i32, sig: i32) -> i32;
 }
 
+/// The open-files limits of `pid` as /proc/<pid>/limits writes them:
+/// (soft, hard), each a number or "unlimited".
+pub fn nofile_limits(pid: i32) -> (String, String) {
+    let text = std::fs::read_to_string(format!("/proc/{pid}/limits")).unwrap();
+    let line = text
+        .lines()
+        .find(|l| l.starts_with("Max open files"))
+        .unwrap()
+        .to_string();
+    let f: Vec<&str> = line.split_whitespace().collect();
+    (f[3].to_string(), f[4].to_string())
+}
+
 /// Send signal `sig` to `pid` (negative: a process group). Returns success.
 pub fn kill(pid: i32, sig: i32) -> bool {
     unsafe { libc_kill(pid, sig) == 0 }
