@@ -73,26 +73,20 @@ pub fn raise_fd_limit() {
         if libc::getrlimit(libc::RLIMIT_NOFILE, &mut lim) != 0 {
             return;
         }
-        let soft = lim.rlim_cur;
-        if is_pid1() {
-            let most = nr_open();
-            if most > lim.rlim_max {
-                let raised = libc::rlimit {
-                    rlim_cur: most,
-                    rlim_max: most,
-                };
-                if libc::setrlimit(libc::RLIMIT_NOFILE, &raised) == 0 {
-                    SERVICE_NOFILE.store(soft, std::sync::atomic::Ordering::Relaxed);
-                    return;
-                }
+        let (soft, hard) = (lim.rlim_cur, lim.rlim_max);
+        let most = if is_pid1() { nr_open().max(hard) } else { hard };
+        // Where raising the hard limit is refused (no CAP_SYS_RESOURCE),
+        // the hard limit init has.
+        let tries = std::iter::once(most).chain((most > hard).then_some(hard));
+        for to in tries.filter(|to| *to > soft) {
+            let raised = libc::rlimit {
+                rlim_cur: to,
+                rlim_max: to,
+            };
+            if libc::setrlimit(libc::RLIMIT_NOFILE, &raised) == 0 {
+                SERVICE_NOFILE.store(soft, std::sync::atomic::Ordering::Relaxed);
+                return;
             }
-        }
-        if soft >= lim.rlim_max {
-            return;
-        }
-        lim.rlim_cur = lim.rlim_max;
-        if libc::setrlimit(libc::RLIMIT_NOFILE, &lim) == 0 {
-            SERVICE_NOFILE.store(soft, std::sync::atomic::Ordering::Relaxed);
         }
     }
 }

@@ -214,10 +214,10 @@ fn follow_all(
             return Ok(Some(EXIT_OK));
         };
         match parse_response(&line, endpoint)? {
-            Response::ServicesLogs { logs } => {
+            Response::ServicesLogs { mut logs } => {
                 let batches: Vec<(&str, Vec<String>)> = logs
-                    .iter()
-                    .map(|l| (l.service.as_str(), l.logs.clone()))
+                    .iter_mut()
+                    .map(|l| (l.service.as_str(), std::mem::take(&mut l.logs)))
                     .collect();
                 let merged = merge(&batches, width);
                 print(cli, if first { last(merged, lines) } else { merged })?;
