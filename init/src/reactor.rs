@@ -123,6 +123,7 @@ impl Reactor {
 
     pub fn run(&mut self) -> Ending {
         let mut events = Events::with_capacity(256);
+        let mut tokens: Vec<(Token, bool)> = Vec::with_capacity(256);
         loop {
             let busy = !self.backlog.is_empty() || self.sup.busy();
             let timeout = busy.then_some(Duration::ZERO);
@@ -135,16 +136,18 @@ impl Reactor {
             self.clients.new_turn();
             // With each token: whether the peer may have closed (or it is
             // a backlog turn), so that a reader reads on to the end.
-            let mut tokens: Vec<(Token, bool)> = events
-                .iter()
-                .map(|e| (e.token(), e.is_read_closed() || e.is_error()))
-                .collect();
+            tokens.clear();
+            tokens.extend(
+                events
+                    .iter()
+                    .map(|e| (e.token(), e.is_read_closed() || e.is_error())),
+            );
             tokens.extend(
                 std::mem::take(&mut self.backlog)
                     .into_iter()
                     .map(|t| (t, true)),
             );
-            for (t, closed) in tokens {
+            for &(t, closed) in &tokens {
                 let r = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
                     self.dispatch(t, closed)
                 }));

@@ -121,8 +121,8 @@ impl<O: Os> Supervisor<O> {
                 return Reply::Now(Response::err(e));
             }
         }
+        let id = name.as_deref().and_then(|n| self.table.id_of(n));
         let name = name.unwrap_or_default();
-        let id = self.table.id_of(&name);
         let unknown = || Reply::Now(Response::err(format!("Service '{name}' not found")));
         let now = |r: Response| Reply::Now(r);
         match req {
@@ -530,6 +530,9 @@ impl<O: Os> Supervisor<O> {
 
     /// Answer the held requests that are decided now.
     pub(super) fn answer_held(&mut self) {
+        if self.held.is_empty() {
+            return;
+        }
         let now = self.os.now();
         let held = std::mem::take(&mut self.held);
         for mut h in held {
