@@ -116,7 +116,45 @@ struct Shared<'a> {
     stdio: [RawFd; 3],
     argv: *const *const c_char,
     envp: *const *const c_char,
+    /// The signals the child sets back to SIG_DFL (bit `sig - 1`).
+    reset: u64,
     failure: Option<(Stage, c_int)>,
+}
+
+/// The signals not at SIG_DFL in init (ignored, by init or by whoever
+/// started it, or caught), bit `sig - 1`, SIGKILL and SIGSTOP aside: the
+/// ones a child must set back, as execve keeps an ignored signal ignored.
+/// Setting all 62 cost each start 62 syscalls while init waited. Read at
+/// the first spawn: init sets its dispositions once, first thing in main
+/// (`sys::block_signals`), and never after.
+fn not_default() -> u64 {
+    static SET: std::sync::OnceLock<u64> = std::sync::OnceLock::new();
+    *SET.get_or_init(|| {
+        let mut set = 0u64;
+        for sig in 1..=64 {
+            if sig == libc::SIGKILL || sig == libc::SIGSTOP {
+                continue;
+            }
+            // The kernel's sigaction: handler, flags, restorer, mask.
+            let mut old = [0u64; 4];
+            // SAFETY: a query only (no new action); `old` has room for the
+            // kernel's struct and the 8-byte mask asked for.
+            let r = unsafe {
+                libc::syscall(
+                    libc::SYS_rt_sigaction,
+                    sig,
+                    std::ptr::null::<u64>(),
+                    old.as_mut_ptr(),
+                    8usize,
+                )
+            };
+            // Unreadable counts as changed: the child then sets it anyway.
+            if r != 0 || old[0] != libc::SIG_DFL as u64 {
+                set |= 1 << (sig - 1);
+            }
+        }
+        set
+    })
 }
 
 fn errno() -> c_int {
@@ -156,10 +194,13 @@ pub fn spawn(plan: &Plan, slots: Option<&Slots>) -> Result<Pid, Failed> {
         stdio,
         argv: argv.as_ptr(),
         envp: envp.as_ptr(),
+        reset: not_default(),
         failure: None,
     };
-    let mut stack = vec![0u8; STACK];
-    let top = stack.as_mut_ptr_range().end.cast::<c_void>();
+    // Not zeroed: the child writes its stack before it reads it.
+    let mut stack = Vec::<u8>::with_capacity(STACK);
+    // SAFETY: one past the end of the allocation of STACK bytes.
+    let top = unsafe { stack.as_mut_ptr().add(STACK) }.cast::<c_void>();
     // SAFETY: the child runs `child` on `stack` in this address space while
     // this thread is suspended (CLONE_VFORK) until it has exec'd or exited;
     // `shared`, `argv`, `envp`, `plan` and `stack` outlive that. `child`
@@ -212,12 +253,13 @@ fn steps(sh: &Shared) -> Result<(), Stage> {
                 return Err(Stage::Setup);
             }
         }
-        // Every signal at its default, the real-time ones glibc reserves
-        // (32, 33) too, so the raw call: an all-zero kernel sigaction is
-        // SIG_DFL, no flags, an empty mask.
+        // Every signal at its default: execve resets caught ones, so only
+        // those in `reset` (the real-time ones glibc reserves, 32 and 33,
+        // too, so the raw call: an all-zero kernel sigaction is SIG_DFL,
+        // no flags, an empty mask).
         let dfl = [0u64; 4];
         for sig in 1..=64 {
-            if sig != libc::SIGKILL && sig != libc::SIGSTOP {
+            if sh.reset & (1 << (sig - 1)) != 0 {
                 libc::syscall(libc::SYS_rt_sigaction, sig, dfl.as_ptr(), 0usize, 8usize);
             }
         }
