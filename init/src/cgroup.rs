@@ -120,12 +120,12 @@ impl Tree {
     /// the child to join.
     pub fn prepare(&self, name: &str) -> Result<(usize, CString), String> {
         let cg = self.path(name).ok_or("init's cgroup tree is not created")?;
-        match std::fs::create_dir(&cg) {
-            Ok(()) => {}
-            Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists => {}
+        let left = match std::fs::create_dir(&cg) {
+            // Just made: nothing can be in it yet.
+            Ok(()) => 0,
+            Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists => count(&cg).unwrap_or(0),
             Err(e) => return Err(format!("cannot create cgroup {}: {e}", cg.display())),
-        }
-        let left = count(&cg).unwrap_or(0);
+        };
         if left > 0 {
             self.kill(name);
         }

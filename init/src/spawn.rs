@@ -118,19 +118,27 @@ pub fn spawn(
         None => None,
     };
     let io = |e: nix::Error, what: &str| failed(std::io::Error::from(e), what.into());
-    let null = nix::fcntl::open(
-        "/dev/null",
-        OFlag::O_RDONLY | OFlag::O_CLOEXEC,
-        nix::sys::stat::Mode::empty(),
-    )
-    .map_err(|e| io(e, "/dev/null"))?;
+    // stdin: the slots' /dev/null, else one opened for this start.
+    let own_null;
+    let null = match slots {
+        Some(s) => s.null(),
+        None => {
+            own_null = nix::fcntl::open(
+                "/dev/null",
+                OFlag::O_RDONLY | OFlag::O_CLOEXEC,
+                nix::sys::stat::Mode::empty(),
+            )
+            .map_err(|e| io(e, "/dev/null"))?;
+            own_null.as_raw_fd()
+        }
+    };
     let (out_r, out_w) = nix::unistd::pipe2(OFlag::O_CLOEXEC).map_err(|e| io(e, "pipe"))?;
     let (err_r, err_w) = nix::unistd::pipe2(OFlag::O_CLOEXEC).map_err(|e| io(e, "pipe"))?;
     let plan = Plan {
         candidates: &candidates,
         argv: &argv,
         envp: &envp,
-        stdio: [null.as_raw_fd(), out_w.as_raw_fd(), err_w.as_raw_fd()],
+        stdio: [null, out_w.as_raw_fd(), err_w.as_raw_fd()],
         nofile: crate::sys::service_nofile(),
         cwd: cwd.as_deref(),
         cgroup_procs: cgroup.as_deref(),
@@ -159,7 +167,7 @@ pub fn spawn(
         }
         Some(Stage::Setup) => failed(e, "setting up the child".into()),
     })?;
-    drop((null, out_w, err_w));
+    drop((out_w, err_w));
     for fd in [&out_r, &err_r] {
         let _ = crate::sys::set_nonblocking(fd.as_raw_fd());
         crate::sys::set_pipe_size(fd.as_raw_fd(), PIPE_SIZE);

@@ -90,6 +90,11 @@ impl Slots {
         }
     }
 
+    /// An fd open on /dev/null for reading, for as long as the slots.
+    pub fn null(&self) -> RawFd {
+        self.null.as_raw_fd()
+    }
+
     /// Put `fds` in the slots (close-on-exec in init), or, with None, the
     /// placeholder back (init then holds no end of the child's pipes).
     fn hold(&self, fds: Option<[RawFd; 3]>) -> bool {
