@@ -4,8 +4,9 @@
 //! `Out` and are queued here. A connection that ends is reported to the
 //! supervisor (`client_gone`) so nothing is kept for it. At accept each
 //! connection gets its peer and role (`access::Who`); refused peers are
-//! counted and logged here. A reserve fd lets init, out of fds, still
-//! accept a client to tell it so. At the end each connection is written
+//! counted and logged here. Out of fds, init serves one client at a time
+//! on a spare fd it holds for that, and with a second reserve fd still
+//! accepts any other client to tell it so. At the end each connection is written
 //! out and shut, and the reactor waits up to `FAREWELL` for its peer to
 //! hang up (`part`), so the final event is read before init goes.
 //!
@@ -151,6 +152,10 @@ pub struct Clients {
     /// /dev/null, held so that init out of fds can still tell a client
     /// so (see `shed`).
     reserve: Option<std::fs::File>,
+    /// /dev/null, held so that init out of fds can still serve one client
+    /// (an operator asking what is wrong); taken back when a connection
+    /// closes.
+    spare: Option<std::fs::File>,
     /// Clients are being turned away for lack of fds (said once).
     shedding: bool,
     /// What connections read into (allocated and zeroed once).
@@ -183,6 +188,7 @@ impl Clients {
             unix_refused: Refusals::default(),
             vsock_refused: Refusals::default(),
             reserve: open_reserve(),
+            spare: open_reserve(),
             shedding: false,
             scratch: vec![0; crate::control::READ_SIZE],
         };
@@ -278,7 +284,9 @@ impl Clients {
                         }
                     },
                     Some(Err(e)) if e.kind() == std::io::ErrorKind::WouldBlock => return,
-                    Some(Err(e)) if crate::sys::out_of_fds(&e) => return self.shed(t, now),
+                    Some(Err(e)) if crate::sys::out_of_fds(&e) => {
+                        return self.shed(reg, t, sup, now)
+                    }
                     Some(Err(e)) => {
                         error!("accept: {e}");
                         return;
@@ -302,7 +310,9 @@ impl Clients {
                         (Stream::Vsock(s), who)
                     }
                     Some(Err(e)) if e.kind() == std::io::ErrorKind::WouldBlock => return,
-                    Some(Err(e)) if crate::sys::out_of_fds(&e) => return self.shed(t, now),
+                    Some(Err(e)) if crate::sys::out_of_fds(&e) => {
+                        return self.shed(reg, t, sup, now)
+                    }
                     Some(Err(e)) => {
                         error!("vsock accept: {e}");
                         return;
@@ -344,11 +354,19 @@ impl Clients {
         }
     }
 
-    /// Out of fds, with clients waiting on listener `t`: for each, let the
-    /// reserve go, accept the client, tell it so, close it, take the
-    /// reserve back (the libev/nginx trick). Otherwise they would wait
-    /// unanswered until fds come back and another client knocks.
-    fn shed(&mut self, t: Token, now: Instant) {
+    /// Out of fds, with clients waiting on listener `t`: the first is
+    /// accepted on the spare's fd and served as any other, if the spare is
+    /// free. For each other, let the reserve go, accept the client, tell it
+    /// so, close it, take the reserve back (the libev/nginx trick).
+    /// Otherwise they would wait unanswered until fds come back and another
+    /// client knocks.
+    fn shed<O: Os>(&mut self, reg: &Registry, t: Token, sup: &mut Supervisor<O>, now: Instant) {
+        if let Some(spare) = self.spare.take() {
+            drop(spare);
+            // Accepts on the fd just freed; out of fds again, it comes
+            // back here with no spare.
+            return self.accept(reg, t, sup, now);
+        }
         if !self.shedding {
             warn!("out of file descriptors: turning clients away until some are free");
             self.shedding = true;
@@ -442,10 +460,16 @@ impl Clients {
             .collect()
     }
 
-    /// A new loop turn begins (expensive requests are paced per turn).
+    /// A new loop turn begins (expensive requests are paced per turn; the
+    /// spare fd is taken back if it is out).
     pub fn new_turn(&mut self) {
         self.turn = self.turn.wrapping_add(1);
         self.heavy_left = HEAVY_PER_TURN;
+        // Lent to a client that was refused at once (never a connection):
+        // taken back as soon as an fd is free.
+        if self.spare.is_none() {
+            self.spare = open_reserve();
+        }
     }
 
     /// May `cid` be served the expensive request `req` now? A reload always
@@ -606,6 +630,10 @@ impl Clients {
             self.memory = self.memory.saturating_sub(c.counted);
             let _ = reg.deregister(&mut SourceFd(&c.stream.raw_fd()));
             sup.client_gone(cid);
+        }
+        // Its fd is free now: the spare takes it back if it was lent.
+        if self.spare.is_none() {
+            self.spare = open_reserve();
         }
     }
 

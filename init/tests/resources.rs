@@ -201,6 +201,84 @@ fn a_spawn_without_fds_is_retried_and_does_not_fail_the_service() {
     assert_eq!(n, 1, "{text}");
 }
 
+/// The lowest fd number `pid` does not use.
+fn lowest_free_fd(pid: i32) -> usize {
+    let used: std::collections::BTreeSet<usize> = std::fs::read_dir(format!("/proc/{pid}/fd"))
+        .unwrap()
+        .flatten()
+        .filter_map(|e| e.file_name().to_str()?.parse().ok())
+        .collect();
+    (0..).find(|n| !used.contains(n)).unwrap_or(0)
+}
+
+/// Every fd init may have is taken (its open-files limit lowered to the
+/// lowest fd number it does not use, with its services running): a client
+/// is still served, not only told, one at a time, on the spare fd init
+/// keeps for that; while the spare is lent, the next one is told.
+#[test]
+fn a_client_is_served_when_every_fd_is_taken() {
+    let names: Vec<String> = (0..10).map(|i| format!("s{i:02}")).collect();
+    let svc = "ExecStart = \"/bin/sleep 100000\"\nRestart = \"no\"\n";
+    let files: Vec<(&str, &str)> = names.iter().map(|n| (n.as_str(), svc)).collect();
+    let init = Init::start(&files);
+    for n in &names {
+        init.wait_state(n, "running");
+    }
+    let ping = |s: &mut UnixStream| -> Option<String> {
+        s.set_read_timeout(Some(Duration::from_secs(5))).ok()?;
+        let _ = s.write_all(b"\"Ping\"\n");
+        read_line(s)
+    };
+    // Answered twice on a connection made after the others closed: the
+    // second answer comes a loop turn after the one that saw them go, so
+    // the fds init uses now stay used.
+    let mut kept = UnixStream::connect(&init.socket).unwrap();
+    for _ in 0..2 {
+        assert_eq!(ping(&mut kept).as_deref(), Some("\"Pong\""));
+    }
+    let limit = lowest_free_fd(init.pid);
+    let set = std::process::Command::new("prlimit")
+        .args([
+            "--pid",
+            &init.pid.to_string(),
+            &format!("--nofile={limit}:{limit}"),
+        ])
+        .status()
+        .unwrap();
+    assert!(set.success());
+    // Served, each in turn on the spare (taken back at each close; a new
+    // client that comes before init has seen the last one go is told).
+    for i in 0..5 {
+        let ok = wait_for(
+            || try_request(&init.socket, r#""Ping""#).is_some_and(|r| r == "Pong"),
+            TIMEOUT,
+        );
+        assert!(ok, "request {i} not served\n{}", init.stderr_text());
+    }
+    // The spare lent to a client that stays: the next is told.
+    let mut holder = loop {
+        let mut s = UnixStream::connect(&init.socket).unwrap();
+        if ping(&mut s).as_deref() == Some("\"Pong\"") {
+            break s;
+        }
+    };
+    let r = try_request(&init.socket, r#""Ping""#);
+    assert_eq!(
+        r.as_ref().and_then(|r| r["Error"]["message"].as_str()),
+        Some(OUT_OF_FDS),
+        "{r:?}: limit {limit}, lowest free {}, fds {:?}\n{}",
+        lowest_free_fd(init.pid),
+        std::fs::read_dir(format!("/proc/{}/fd", init.pid))
+            .unwrap()
+            .flatten()
+            .map(|e| (e.file_name(), std::fs::read_link(e.path()).ok()))
+            .collect::<Vec<_>>(),
+        init.stderr_text()
+    );
+    assert_eq!(ping(&mut holder).as_deref(), Some("\"Pong\""));
+    assert_eq!(ping(&mut kept).as_deref(), Some("\"Pong\""));
+}
+
 #[test]
 fn a_stopped_service_keeps_no_fd() {
     const N: usize = 500;
