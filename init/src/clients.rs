@@ -156,7 +156,8 @@ pub struct Clients {
     /// (an operator asking what is wrong); taken back when a connection
     /// closes.
     spare: Option<std::fs::File>,
-    /// Clients are being turned away for lack of fds (said once).
+    /// init is out of fds (said once for the streak, which ends when a
+    /// client is accepted on a free fd).
     shedding: bool,
     /// What connections read into (allocated and zeroed once).
     scratch: Vec<u8>,
@@ -320,7 +321,10 @@ impl Clients {
                     None => return,
                 }
             };
-            self.shedding = false;
+            // An fd was free (not the spare's): the streak is over.
+            if self.spare.is_some() {
+                self.shedding = false;
+            }
             let mut conn = Conn::new(stream, who, now);
             if who.role == Role::Denied {
                 self.log_refusal(&who, now);
@@ -361,15 +365,15 @@ impl Clients {
     /// Otherwise they would wait unanswered until fds come back and another
     /// client knocks.
     fn shed<O: Os>(&mut self, reg: &Registry, t: Token, sup: &mut Supervisor<O>, now: Instant) {
+        if !self.shedding {
+            warn!("out of file descriptors: serving one client at a time, turning the others away until some are free");
+            self.shedding = true;
+        }
         if let Some(spare) = self.spare.take() {
             drop(spare);
             // Accepts on the fd just freed; out of fds again, it comes
             // back here with no spare.
             return self.accept(reg, t, sup, now);
-        }
-        if !self.shedding {
-            warn!("out of file descriptors: turning clients away until some are free");
-            self.shedding = true;
         }
         loop {
             if self.reserve.take().is_none() {

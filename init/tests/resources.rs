@@ -277,6 +277,29 @@ fn a_client_is_served_when_every_fd_is_taken() {
     );
     assert_eq!(ping(&mut holder).as_deref(), Some("\"Pong\""));
     assert_eq!(ping(&mut kept).as_deref(), Some("\"Pong\""));
+    // Lent and told again, three times: said once for the whole streak.
+    drop(holder);
+    for _ in 0..3 {
+        let mut holder = loop {
+            let mut s = UnixStream::connect(&init.socket).unwrap();
+            if ping(&mut s).as_deref() == Some("\"Pong\"") {
+                break s;
+            }
+        };
+        let r = try_request(&init.socket, r#""Ping""#);
+        assert_eq!(
+            r.as_ref().and_then(|r| r["Error"]["message"].as_str()),
+            Some(OUT_OF_FDS)
+        );
+        assert_eq!(ping(&mut holder).as_deref(), Some("\"Pong\""));
+    }
+    let text = init.stderr_text();
+    assert_eq!(
+        text.matches("out of file descriptors: serving one client")
+            .count(),
+        1,
+        "{text}"
+    );
 }
 
 #[test]
