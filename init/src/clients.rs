@@ -471,6 +471,11 @@ impl Clients {
         self.heavy_left = HEAVY_PER_TURN;
         // Lent to a client that was refused at once (never a connection):
         // taken back as soon as an fd is free.
+        self.take_back_spare();
+    }
+
+    /// The spare, if lent, takes a free fd back (none: it stays out).
+    fn take_back_spare(&mut self) {
         if self.spare.is_none() {
             self.spare = open_reserve();
         }
@@ -635,10 +640,8 @@ impl Clients {
             let _ = reg.deregister(&mut SourceFd(&c.stream.raw_fd()));
             sup.client_gone(cid);
         }
-        // Its fd is free now: the spare takes it back if it was lent.
-        if self.spare.is_none() {
-            self.spare = open_reserve();
-        }
+        // Its fd is free now: before anything else can take it.
+        self.take_back_spare();
     }
 
     /// Queue what the supervisor has for clients. Returns the clients that

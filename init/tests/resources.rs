@@ -59,10 +59,23 @@ fn status(init: &Init, name: &str) -> Value {
     last
 }
 
-fn fd_count(pid: i32) -> usize {
+/// The fds `pid` has open: number and what each is.
+fn fds(pid: i32) -> Vec<(usize, String)> {
     std::fs::read_dir(format!("/proc/{pid}/fd"))
-        .map(|d| d.count())
-        .unwrap_or(0)
+        .map(|d| {
+            d.flatten()
+                .filter_map(|e| {
+                    let n = e.file_name().to_str()?.parse().ok()?;
+                    let to = std::fs::read_link(e.path()).ok()?;
+                    Some((n, to.display().to_string()))
+                })
+                .collect()
+        })
+        .unwrap_or_default()
+}
+
+fn fd_count(pid: i32) -> usize {
+    fds(pid).len()
 }
 
 /// What init has written to a connection so far (non-blocking).
@@ -203,11 +216,7 @@ fn a_spawn_without_fds_is_retried_and_does_not_fail_the_service() {
 
 /// The lowest fd number `pid` does not use.
 fn lowest_free_fd(pid: i32) -> usize {
-    let used: std::collections::BTreeSet<usize> = std::fs::read_dir(format!("/proc/{pid}/fd"))
-        .unwrap()
-        .flatten()
-        .filter_map(|e| e.file_name().to_str()?.parse().ok())
-        .collect();
+    let used: std::collections::BTreeSet<usize> = fds(pid).into_iter().map(|(n, _)| n).collect();
     (0..).find(|n| !used.contains(n)).unwrap_or(0)
 }
 
@@ -269,11 +278,7 @@ fn a_client_is_served_when_every_fd_is_taken() {
             r.as_ref().and_then(|r| r["Error"]["message"].as_str()),
             Some(OUT_OF_FDS),
             "round {round}: {r:?}; limit {limit}, init's fds {:?}\n{}",
-            std::fs::read_dir(format!("/proc/{}/fd", init.pid))
-                .unwrap()
-                .flatten()
-                .map(|e| (e.file_name(), std::fs::read_link(e.path()).ok()))
-                .collect::<Vec<_>>(),
+            fds(init.pid),
             init.stderr_text()
         );
         assert_eq!(ping(&mut holder).as_deref(), Some("\"Pong\""));
@@ -310,15 +315,10 @@ fn a_stopped_service_keeps_no_fd() {
     // Listeners, epoll, signalfd, timerfd, init.log, the reserve, stdio...:
     // a small constant, not one per service.
     let n = fd_count(init.pid);
-    let fds: Vec<String> = std::fs::read_dir(format!("/proc/{}/fd", init.pid))
-        .unwrap()
-        .flatten()
-        .filter_map(|e| std::fs::read_link(e.path()).ok())
-        .map(|p| p.display().to_string())
-        .collect();
     assert!(
         n <= 20,
-        "init holds {n} fds with every service down: {fds:?}"
+        "init holds {n} fds with every service down: {:?}",
+        fds(init.pid)
     );
     // The log is reopened on the next write.
     assert!(init.start_service("t000")["Success"].is_object());
