@@ -506,6 +506,18 @@ impl<O: Os> Supervisor<O> {
             return Reply::Now(Response::err("system is shutting down"));
         }
         let runs = self.table.get(id).map_or(0, |s| s.m().runs());
+        // Restarts merge: one still held (its run ended by this one on
+        // purpose) is answered by the run this one starts.
+        for h in &mut self.held {
+            if let Wait::Restart {
+                id: held, runs: r, ..
+            } = &mut h.wait
+            {
+                if *held == id {
+                    *r = runs;
+                }
+            }
+        }
         self.stop_queue.remove(&id);
         self.queue.push_back(Work::Feed(id, Event::Restart));
         self.hold(

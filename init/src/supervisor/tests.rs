@@ -563,6 +563,29 @@ fn a_restart_whose_new_process_dies_at_once_fails() {
     assert!(msg.contains("exited with code 3"), "{msg}");
 }
 
+/// A second restart while the first is held (its new run up, the grace
+/// period not over) ends the first one's run on purpose: both are answered
+/// by the run the second starts, as restarts merge.
+#[test]
+fn a_restart_asked_during_another_answers_both() {
+    let mut r = rig(&[svc("s", "Restart = \"on-failure\"\nRestartSec = 2")]);
+    r.os().obey_term.insert(name("s"));
+    let (a, _) = r.send(Request::ServiceRestart { name: name("s") });
+    r.sup.on_sigchld();
+    r.tick();
+    assert_eq!(r.state("s"), "running");
+    assert!(r.answer(a).is_none(), "held for the grace period");
+    let (b, _) = r.send(Request::ServiceRestart { name: name("s") });
+    r.sup.on_sigchld();
+    r.tick();
+    assert_eq!(r.state("s"), "running");
+    assert!(r.answer(a).is_none(), "{:?}", r.answer(a));
+    r.advance(RESTART_GRACE);
+    assert_eq!(ok_text(r.answer(a).unwrap()), "Service 's' restarted");
+    assert_eq!(ok_text(r.answer(b).unwrap()), "Service 's' restarted");
+    r.no_violations();
+}
+
 #[test]
 fn restart_of_a_stopped_service_starts_it() {
     let mut r = rig(&[svc("s", "")]);
