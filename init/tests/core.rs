@@ -406,6 +406,61 @@ fn restart_waits_for_the_old_process_and_gives_a_new_pid() {
     assert_eq!(init.state("web"), "running");
 }
 
+/// Pipes of init's open to a service (the read ends of its output).
+fn pipe_fds(pid: i32) -> usize {
+    std::fs::read_dir(format!("/proc/{pid}/fd"))
+        .map(|d| {
+            d.flatten()
+                .filter(|e| {
+                    std::fs::read_link(e.path())
+                        .is_ok_and(|l| l.to_string_lossy().starts_with("pipe:"))
+                })
+                .count()
+        })
+        .unwrap_or(0)
+}
+
+/// Output that closes is not an exit: a service that closes its stdout and
+/// stderr and runs on is still running, with the same process, untouched
+/// (a guard for any shortcut that would take both pipes' ends for one).
+#[test]
+fn a_service_that_closes_its_output_keeps_running() {
+    let scratch = TempDir::new("clo");
+    let go = scratch.path().join("go");
+    let closed = scratch.path().join("closed");
+    let script = format!(
+        "echo before; while [ ! -e {go} ]; do sleep 0.02; done; \
+         exec >&- 2>&-; touch {closed}; exec sleep 1000",
+        go = go.display(),
+        closed = closed.display()
+    );
+    let init = Init::start(&[("quiet", &svc(&sh(&script), ""))]);
+    init.wait_state("quiet", "running");
+    assert!(wait_for(
+        || logs_text(&init, "quiet").contains("before"),
+        TIMEOUT
+    ));
+    let pid = init.pid_of("quiet").unwrap();
+    let open = pipe_fds(init.pid);
+    std::fs::write(&go, "").unwrap();
+    assert!(
+        wait_for(|| closed.exists(), TIMEOUT),
+        "the service did not get past closing its output: {:?}",
+        init.status("quiet")
+    );
+    // init has seen both ends close.
+    assert!(
+        wait_for(|| pipe_fds(init.pid) + 2 == open, TIMEOUT),
+        "init's pipes: {} of {open}",
+        pipe_fds(init.pid)
+    );
+    let st = init.status("quiet");
+    assert_eq!(st["state"], "running", "{st}");
+    assert_eq!(st["pid"], json!(pid), "{st}");
+    assert!(pid_alive(pid), "{pid} was killed");
+    assert!(!logs_text(&init, "quiet").contains("exited"));
+}
+
 // ----- orphans ------------------------------------------------------------
 
 #[test]
