@@ -12,12 +12,15 @@
 //!
 //! Limits that keep one client from locking others out: each transport
 //! has its own connection budget, and a new connection on a full one
-//! closes that transport's longest idle connection (`to_evict`); at most
+//! closes that transport's longest idle connection, followers and clients
+//! waiting for an answer last (`to_evict`); at most
 //! `ACCEPTS_PER_TURN` connections are taken per listener per loop turn, so
 //! a new client is read before a flood can push it out. All buffers of all
 //! connections together stay under `CLIENT_MEMORY`: past it the biggest
-//! consumers are dropped (`to_shed`). Per turn a connection is served at
-//! most `REQUESTS_PER_TURN` requests, and at most one expensive one.
+//! consumers are dropped (`to_shed`). Each connection closed for either is
+//! logged (rate-limited), and one closed for room is told if it can be.
+//! Per turn a connection is served at most `REQUESTS_PER_TURN` requests,
+//! and at most one expensive one.
 
 use crate::access::{self, Peer, Refusals, Role, Who};
 use crate::control::{Conn, Next, Stream, Transport};
@@ -92,30 +95,37 @@ pub struct Slot {
     pub transport: Transport,
     /// Waiting for a held answer (a stop or restart, at most seconds).
     pub busy: bool,
+    /// Following logs or events: quiet is not idle for it.
+    pub following: bool,
     pub last_activity: Instant,
     pub memory: usize,
+    /// Output not taken yet.
+    pub queued: usize,
 }
 
 /// The connection to close so that one more fits in `transport`'s budget:
 /// none while there is room; otherwise that transport's connection idle
-/// longest, one waiting for a held answer only if all are.
+/// longest, one waiting for a held answer or following only if all are.
 pub fn to_evict(slots: &[Slot], transport: Transport, budget: usize) -> Option<ClientId> {
     let mine = slots.iter().filter(|s| s.transport == transport);
     if mine.clone().count() < budget {
         return None;
     }
-    mine.min_by_key(|s| (s.busy, s.last_activity)).map(|s| s.id)
+    mine.min_by_key(|s| (s.busy || s.following, s.last_activity))
+        .map(|s| s.id)
 }
 
 /// The connections to drop so that all of them hold at most `limit` bytes:
-/// the biggest first, those that have stalled (no request and no output
-/// taken within `FLOWING`) before those still flowing.
+/// the biggest first, those that have stalled (output waiting, none taken
+/// and no request within `FLOWING`) before the others. A connection with
+/// nothing to take (a quiet follower, a client between requests) has not
+/// stalled, however long it has been quiet.
 pub fn to_shed(slots: &[Slot], limit: usize, now: Instant) -> Vec<ClientId> {
     let mut total: usize = slots.iter().map(|s| s.memory).sum();
     let mut order: Vec<&Slot> = slots.iter().filter(|s| s.memory > 0).collect();
     order.sort_by_key(|s| {
-        let flowing = now.saturating_duration_since(s.last_activity) < FLOWING;
-        (flowing, std::cmp::Reverse(s.memory), s.id)
+        let stalled = s.queued > 0 && now.saturating_duration_since(s.last_activity) >= FLOWING;
+        (!stalled, std::cmp::Reverse(s.memory), s.id)
     });
     let mut shed = Vec::new();
     for s in order {
@@ -149,6 +159,9 @@ pub struct Clients {
     own_uid: u32,
     unix_refused: Refusals,
     vsock_refused: Refusals,
+    /// Connections closed to make room or to free memory (logged at most
+    /// once per 10 s, as refusals are).
+    closed: Refusals,
     /// /dev/null, held so that init out of fds can still tell a client
     /// so (see `shed`).
     reserve: Option<std::fs::File>,
@@ -188,6 +201,7 @@ impl Clients {
             own_uid: nix::unistd::geteuid().as_raw(),
             unix_refused: Refusals::default(),
             vsock_refused: Refusals::default(),
+            closed: Refusals::default(),
             reserve: open_reserve(),
             spare: open_reserve(),
             shedding: false,
@@ -338,7 +352,7 @@ impl Clients {
                     continue;
                 }
             }
-            self.make_room(reg, sup, conn.transport());
+            self.make_room(reg, sup, conn.transport(), now);
             let cid = self.next;
             self.next += 1;
             let fd = conn.stream.raw_fd();
@@ -425,15 +439,11 @@ impl Clients {
             ),
         };
         if let Some(unlogged) = counter.count(now) {
-            let total = counter.total;
-            let quiet = if unlogged > 0 {
-                format!(", {unlogged} not logged since the last of these lines")
-            } else {
-                String::new()
-            };
             warn!(
-                "refused control connection from {}: {why} ({total} refused so far{quiet})",
-                who.peer
+                "refused control connection from {}: {why} ({} refused so far{})",
+                who.peer,
+                counter.total,
+                not_logged(unlogged)
             );
         }
     }
@@ -445,9 +455,43 @@ impl Clients {
 
     /// A new connection on a full budget closes that transport's longest
     /// idle one.
-    fn make_room<O: Os>(&mut self, reg: &Registry, sup: &mut Supervisor<O>, t: Transport) {
+    fn make_room<O: Os>(
+        &mut self,
+        reg: &Registry,
+        sup: &mut Supervisor<O>,
+        t: Transport,
+        now: Instant,
+    ) {
         if let Some(victim) = to_evict(&self.slots(), t, CONNS_PER_TRANSPORT) {
+            let why = format!(
+                "the {} connection budget ({CONNS_PER_TRANSPORT}) is full and it was idle longest",
+                t.name()
+            );
+            // Told, as far as its socket takes it now: nothing of an
+            // answer is cut, as an idle connection has none queued.
+            if let Some(c) = self.conns.get_mut(&victim) {
+                if c.queued() == 0 {
+                    c.send(&Response::err(format!("connection closed: {why}")), now);
+                    c.flush(now);
+                }
+            }
+            self.log_closed(victim, &why, now);
             self.drop_conn(reg, victim, sup);
+        }
+    }
+
+    /// Log a connection init closes to protect the others, unless too many
+    /// were lately.
+    fn log_closed(&mut self, cid: ClientId, why: &str, now: Instant) {
+        let Some(peer) = self.conns.get(&cid).map(|c| c.who.peer) else {
+            return;
+        };
+        if let Some(unlogged) = self.closed.count(now) {
+            warn!(
+                "closed control connection from {peer}: {why} ({} closed so far{})",
+                self.closed.total,
+                not_logged(unlogged)
+            );
         }
     }
 
@@ -458,8 +502,10 @@ impl Clients {
                 id: *id,
                 transport: c.transport(),
                 busy: c.busy,
+                following: c.following,
                 last_activity: c.last_activity,
                 memory: c.counted,
+                queued: c.queued(),
             })
             .collect()
     }
@@ -629,6 +675,13 @@ impl Clients {
         }
         if self.memory > CLIENT_MEMORY {
             for victim in to_shed(&self.slots(), CLIENT_MEMORY, now) {
+                let held = self.conns.get(&victim).map_or(0, |c| c.counted);
+                let why = format!(
+                    "clients together held over {} MiB; it held {} KiB",
+                    CLIENT_MEMORY >> 20,
+                    held >> 10
+                );
+                self.log_closed(victim, &why, now);
                 self.drop_conn(reg, victim, sup);
             }
         }
@@ -737,6 +790,15 @@ impl Clients {
     }
 }
 
+/// The tail of a rate-limited line: how many like it went unlogged.
+fn not_logged(n: u64) -> String {
+    if n > 0 {
+        format!(", {n} not logged since the last of these lines")
+    } else {
+        String::new()
+    }
+}
+
 fn open_reserve() -> Option<std::fs::File> {
     std::fs::File::open("/dev/null").ok()
 }
@@ -817,8 +879,10 @@ mod tests {
             id,
             transport,
             busy: false,
+            following: false,
             last_activity: now - Duration::from_secs(age_s),
             memory: 0,
+            queued: 0,
         }
     }
 
@@ -867,11 +931,48 @@ mod tests {
         ];
         for (s, m) in slots.iter_mut().zip([4 * mb, 5 * mb, 2 * mb, 1024]) {
             s.memory = m;
+            s.queued = m;
         }
         assert!(to_shed(&slots, 16 * mb, now).is_empty());
         assert_eq!(to_shed(&slots, 9 * mb, now), vec![1]);
         assert_eq!(to_shed(&slots, 6 * mb, now), vec![1, 3]);
         assert_eq!(to_shed(&slots, 5 * mb, now), vec![1, 3, 4]);
         assert_eq!(to_shed(&slots, 2 * mb, now), vec![1, 3, 4, 2]);
+    }
+
+    /// Found by an adversarial review: a quiet follower (nothing queued)
+    /// counted as stalled and was dropped first, freeing nothing, while
+    /// eight readers of 4 MiB log answers held the memory.
+    #[test]
+    fn a_quiet_connection_is_not_shed_before_those_holding_the_memory() {
+        let now = Instant::now() + Duration::from_secs(1000);
+        let mb = 1024 * 1024;
+        let mut quiet = slot(1, Transport::Unix, 60, now);
+        quiet.following = true;
+        quiet.memory = 8 * 1024;
+        let mut slots = vec![quiet, slot(2, Transport::Unix, 60, now)];
+        slots[1].memory = 4 * 1024; // between requests
+        for i in 10..18 {
+            let mut s = slot(i, Transport::Unix, 0, now);
+            s.memory = 4 * mb;
+            s.queued = 4 * mb;
+            slots.push(s);
+        }
+        let shed = to_shed(&slots, 16 * mb, now);
+        assert_eq!(shed, vec![10, 11, 12, 13, 14], "{shed:?}");
+    }
+
+    #[test]
+    fn eviction_spares_a_follower() {
+        let now = Instant::now() + Duration::from_secs(1000);
+        let mut slots: Vec<Slot> = (0..3)
+            .map(|i| slot(i, Transport::Unix, 10 + i, now))
+            .collect();
+        slots[2].following = true; // the oldest, following quietly
+        assert_eq!(to_evict(&slots, Transport::Unix, 3), Some(1));
+        for s in &mut slots {
+            s.following = true;
+        }
+        assert_eq!(to_evict(&slots, Transport::Unix, 3), Some(2));
     }
 }

@@ -45,6 +45,15 @@ pub enum Transport {
     Vsock,
 }
 
+impl Transport {
+    pub fn name(self) -> &'static str {
+        match self {
+            Transport::Unix => "unix",
+            Transport::Vsock => "vsock",
+        }
+    }
+}
+
 pub enum Stream {
     Unix(mio::net::UnixStream),
     Vsock(vsock::VsockStream),

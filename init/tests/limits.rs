@@ -123,6 +123,50 @@ fn idle_connections_cannot_lock_out_a_new_client() {
     assert!(ping(&init).is_ok());
 }
 
+/// Found by an adversarial review: 300 connections that each sent half a
+/// request closed a quiet follower, the oldest connection, at once. A
+/// follower is spared like a client waiting for its answer; the idle ones
+/// closed to make room are told why, and init.log names them.
+#[test]
+fn a_full_budget_closes_idle_connections_before_a_follower() {
+    raise_nofile();
+    let init = Init::start(&[("quiet", &svc("sleep 1000", ""))]);
+    init.wait_state("quiet", "running");
+    let mut follower = init.connect();
+    follower
+        .write_all(b"{\"ServiceLogsFollow\":{\"name\":\"quiet\",\"lines\":1}}\n")
+        .unwrap();
+    assert!(read_line(&mut follower).is_some(), "no first answer");
+    let mut halves: Vec<UnixStream> = (0..300)
+        .map(|_| {
+            let mut s = open(&init);
+            s.write_all(b"{\"Ping").unwrap();
+            s
+        })
+        .collect();
+    // The first of them made room for the 257th.
+    halves[0]
+        .set_read_timeout(Some(Duration::from_secs(10)))
+        .unwrap();
+    let told = read_line(&mut halves[0]).unwrap_or_default();
+    assert!(
+        told.contains("connection closed: the unix connection budget (256) is full"),
+        "{told:?}"
+    );
+    assert!(ping(&init).is_ok());
+    assert!(
+        !hung_up(&follower),
+        "the follower was closed\n{}",
+        init.stderr_text()
+    );
+    assert!(
+        init.stderr_text()
+            .contains("closed control connection from unix uid"),
+        "{}",
+        init.stderr_text()
+    );
+}
+
 /// The same while a client keeps opening connections as fast as it can.
 #[test]
 fn a_connection_flood_does_not_starve_a_new_client() {
@@ -453,6 +497,84 @@ fn non_reading_log_clients_cannot_grow_init() {
     );
     assert!(peak < 64 * 1024, "init peaked at {peak} KiB");
     drop(hogs);
+    assert!(ping(&init).is_ok());
+}
+
+/// Found by an adversarial review: eight clients reading 4 MiB log answers
+/// slowly put clients' memory over its bound, and the connections init
+/// dropped were a quiet follower and a quiet events follower (counted as
+/// stalled, holding almost nothing), while the readers went on. Now the
+/// memory is taken back from those who hold it, the followers stay, and
+/// init.log names each peer it closed.
+#[test]
+fn quiet_followers_are_not_shed_for_memory_others_hold() {
+    raise_nofile();
+    let dir = TempDir::new("ctl");
+    let init = Init::start(&[
+        ("ctl", &control_char_service(&dir)),
+        ("quiet", &svc("sleep 1000", "")),
+    ]);
+    wait_for_last_line(&init);
+    let mut follower = init.connect();
+    follower
+        .write_all(b"{\"ServiceLogsFollow\":{\"name\":\"quiet\",\"lines\":1}}\n")
+        .unwrap();
+    assert!(read_line(&mut follower).is_some(), "no first answer");
+    let mut events = init.connect();
+    events.write_all(b"{\"Events\":{}}\n").unwrap();
+    let stop = Arc::new(AtomicBool::new(false));
+    let dropped = Arc::new(AtomicUsize::new(0));
+    let readers: Vec<_> = (0..8)
+        .map(|_| {
+            let mut s = open(&init);
+            let (stop, dropped) = (stop.clone(), dropped.clone());
+            std::thread::spawn(move || {
+                let req = "{\"ServiceLogs\":{\"name\":\"ctl\",\"lines\":10000}}\n".repeat(20);
+                let _ = s.write_all(req.as_bytes());
+                let mut buf = vec![0u8; 64 * 1024];
+                // Slow, but taking output: flowing.
+                while !stop.load(Ordering::Relaxed) {
+                    match s.read(&mut buf) {
+                        Ok(0) | Err(_) => {
+                            dropped.fetch_add(1, Ordering::Relaxed);
+                            return;
+                        }
+                        Ok(_) => std::thread::sleep(Duration::from_millis(300)),
+                    }
+                }
+            })
+        })
+        .collect();
+    // Memory went over its bound and was taken back from the readers.
+    assert!(
+        wait_for(
+            || dropped.load(Ordering::Relaxed) >= 3,
+            Duration::from_secs(60)
+        ),
+        "{} readers dropped: clients' memory never went over its bound\n{}",
+        dropped.load(Ordering::Relaxed),
+        init.stderr_text()
+    );
+    assert!(
+        !hung_up(&follower),
+        "the quiet follower was dropped\n{}",
+        init.stderr_text()
+    );
+    assert!(
+        !hung_up(&events),
+        "the events follower was dropped\n{}",
+        init.stderr_text()
+    );
+    stop.store(true, Ordering::Relaxed);
+    for r in readers {
+        r.join().unwrap();
+    }
+    let log = init.stderr_text();
+    assert!(
+        log.contains("closed control connection from unix uid")
+            && log.contains("clients together held over 16 MiB"),
+        "{log}"
+    );
     assert!(ping(&init).is_ok());
 }
 
