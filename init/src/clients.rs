@@ -52,7 +52,8 @@ const ACCEPTS_PER_TURN: usize = 64;
 /// Requests served from one connection per loop turn before others get a turn.
 const REQUESTS_PER_TURN: usize = 64;
 /// Expensive requests (other than reload, which is coalesced) served per
-/// loop turn in all connections, in the order they waited.
+/// loop turn per transport, in the order they waited on that transport: a
+/// flood of them from the host never makes the operator inside wait.
 const HEAVY_PER_TURN: usize = 1;
 /// All connections' buffers together (input and output).
 pub const CLIENT_MEMORY: usize = 16 * 1024 * 1024;
@@ -62,7 +63,7 @@ const FLOWING: Duration = Duration::from_secs(1);
 
 /// Requests whose cost grows with the service directory or the logs
 /// (reading files): at most one per connection per loop turn, and
-/// `HEAVY_PER_TURN` in all (reloads apart: one reload serves all who asked
+/// `HEAVY_PER_TURN` per transport (reloads apart: one reload serves all who asked
 /// in a turn).
 fn expensive(r: &Request) -> bool {
     match r {
@@ -86,6 +87,23 @@ fn expensive(r: &Request) -> bool {
         | Request::SystemShutdown
         | Request::Ping => false,
     }
+}
+
+/// A connection in line for an expensive request, that could be served now.
+pub struct Waiting {
+    pub transport: Transport,
+    pub ticket: u64,
+}
+
+/// May an expensive request on `transport` go now? `mine`: its place in
+/// line (None: it has not waited); `left`: what this turn still allows on
+/// that transport; `line`: the others waiting. Only the same transport's
+/// line counts, so neither transport ever waits behind the other's.
+pub fn may_go(line: &[Waiting], transport: Transport, mine: Option<u64>, left: usize) -> bool {
+    left > 0
+        && !line
+            .iter()
+            .any(|w| w.transport == transport && mine.is_none_or(|m| w.ticket < m))
 }
 
 /// What the budget and memory decisions look at in one connection.
@@ -147,7 +165,7 @@ pub struct Clients {
     next: ClientId,
     /// The loop turn, and the expensive requests it may still serve.
     turn: u64,
-    heavy_left: usize,
+    heavy_left: [usize; 2],
     /// The next place in the line for an expensive request.
     next_ticket: u64,
     /// Sum of what each connection was last counted at (`Conn::counted`).
@@ -193,7 +211,7 @@ impl Clients {
             conns: BTreeMap::new(),
             next: 0,
             turn: 0,
-            heavy_left: HEAVY_PER_TURN,
+            heavy_left: [HEAVY_PER_TURN; 2],
             next_ticket: 0,
             memory: 0,
             again: Vec::new(),
@@ -514,7 +532,7 @@ impl Clients {
     /// spare fd is taken back if it is out).
     pub fn new_turn(&mut self) {
         self.turn = self.turn.wrapping_add(1);
-        self.heavy_left = HEAVY_PER_TURN;
+        self.heavy_left = [HEAVY_PER_TURN; 2];
         // Lent to a client that was refused at once (never a connection):
         // taken back as soon as an fd is free.
         self.take_back_spare();
@@ -529,20 +547,36 @@ impl Clients {
 
     /// May `cid` be served the expensive request `req` now? A reload always
     /// (one per connection per turn is checked before); anything else if
-    /// the turn has one left and no connection that could be served now has
-    /// waited longer. A connection turned away gets its place in the line.
+    /// the turn has one left on its transport and no connection of that
+    /// transport that could be served now has waited longer. A connection
+    /// turned away gets its place in the line.
     fn admit(&mut self, cid: ClientId, req: &Request) -> bool {
         let turn = self.turn;
         if !matches!(req, Request::SystemReload) {
-            let mine = self.conns.get(&cid).and_then(|c| c.ticket);
-            let ahead = self.conns.iter().any(|(id, c)| {
-                *id != cid
-                    && c.ticket.is_some_and(|t| mine.is_none_or(|m| t < m))
-                    && c.pending.is_some()
-                    && c.heavy_turn != Some(turn)
-                    && c.wants_requests()
-            });
-            if self.heavy_left == 0 || ahead {
+            let Some((transport, mine)) = self.conns.get(&cid).map(|c| (c.transport(), c.ticket))
+            else {
+                return false;
+            };
+            let line: Vec<Waiting> = self
+                .conns
+                .iter()
+                .filter(|(id, c)| {
+                    **id != cid
+                        && c.pending.is_some()
+                        && c.heavy_turn != Some(turn)
+                        && c.wants_requests()
+                })
+                .filter_map(|(_, c)| {
+                    c.ticket.map(|ticket| Waiting {
+                        transport: c.transport(),
+                        ticket,
+                    })
+                })
+                .collect();
+            let Some(left) = self.heavy_left.get_mut(transport.index()) else {
+                return false;
+            };
+            if !may_go(&line, transport, mine, *left) {
                 if let Some(c) = self.conns.get_mut(&cid) {
                     if c.ticket.is_none() {
                         c.ticket = Some(self.next_ticket);
@@ -551,7 +585,7 @@ impl Clients {
                 }
                 return false;
             }
-            self.heavy_left -= 1;
+            *left -= 1;
         }
         if let Some(c) = self.conns.get_mut(&cid) {
             c.heavy_turn = Some(turn);
@@ -960,6 +994,31 @@ mod tests {
         }
         let shed = to_shed(&slots, 16 * mb, now);
         assert_eq!(shed, vec![10, 11, 12, 13, 14], "{shed:?}");
+    }
+
+    #[test]
+    fn expensive_requests_wait_in_their_own_transport_s_line() {
+        let line = [
+            Waiting {
+                transport: Transport::Vsock,
+                ticket: 1,
+            },
+            Waiting {
+                transport: Transport::Unix,
+                ticket: 5,
+            },
+        ];
+        // A Unix request new to the line waits behind the Unix waiter only.
+        assert!(!may_go(&line, Transport::Unix, None, 1));
+        assert!(may_go(&line[..1], Transport::Unix, None, 1));
+        // With an older place than the Unix waiter it goes, whatever VSOCK
+        // has waited longer.
+        assert!(may_go(&line, Transport::Unix, Some(3), 1));
+        // VSOCK's oldest goes; a newer VSOCK request waits for it.
+        assert!(may_go(&line, Transport::Vsock, Some(1), 1));
+        assert!(!may_go(&line, Transport::Vsock, Some(2), 1));
+        // Nothing left of the turn on a transport: wait.
+        assert!(!may_go(&[], Transport::Vsock, None, 0));
     }
 
     #[test]

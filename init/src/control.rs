@@ -46,6 +46,11 @@ pub enum Transport {
 }
 
 impl Transport {
+    /// 0 or 1: an index for what is kept per transport.
+    pub fn index(self) -> usize {
+        self as usize
+    }
+
     pub fn name(self) -> &'static str {
         match self {
             Transport::Unix => "unix",
