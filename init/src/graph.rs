@@ -40,7 +40,8 @@ pub struct Order {
     pub order: Vec<String>,
     /// Each cycle found, as `a -> b -> a`.
     pub cycles: Vec<String>,
-    /// Names in After/Before/RequiredBy that name no service.
+    /// Names in After/Before/Requires/RequiredBy that name no service, or
+    /// the service itself.
     pub warnings: Vec<String>,
 }
 
@@ -55,7 +56,9 @@ pub fn order(nodes: &[Node]) -> Order {
             (Some(a), Some(b)) if a != b => {
                 succ.entry(a).or_default().insert(b);
             }
-            (Some(_), Some(_)) => {}
+            (Some(_), Some(_)) => out
+                .warnings
+                .push(format!("{owner}: {via} names itself; ignored")),
             _ if via == "Requires" => {} // reported by the supervisor as a failed requirement
             _ => {
                 let missing = if known.contains(first) { then } else { first };
@@ -225,6 +228,20 @@ mod tests {
         assert_eq!(o.order, v(&["c", "d", "a", "b"]));
         assert_eq!(o.cycles, v(&["a -> b -> a"]));
         assert_eq!(o.warnings, v(&["d: After names unknown service 'ghost'"]));
+    }
+
+    #[test]
+    fn a_service_naming_itself_is_warned_about_and_ordered() {
+        let o = run(&[
+            N("a", v(&["a"]), v(&["a"]), v(&["a"]), v(&["a"])),
+            N("b", v(&[]), v(&[]), v(&["a"]), v(&[])),
+        ]);
+        assert_eq!(o.order, v(&["a", "b"]));
+        assert!(o.cycles.is_empty());
+        assert_eq!(o.warnings.len(), 4, "{:?}", o.warnings);
+        assert!(o
+            .warnings
+            .contains(&"a: Requires names itself; ignored".to_string()));
     }
 
     #[test]

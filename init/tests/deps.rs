@@ -313,6 +313,30 @@ fn requires_cycle_still_starts_everything() {
     }
 }
 
+/// Found by an adversarial review: a service in its own Requires never
+/// started (it waited for itself) and init spun at full CPU, growing by
+/// about 150 MB/s, until it ran out of memory.
+#[test]
+fn a_service_that_requires_itself_starts_with_a_warning() {
+    let t = TempDir::new("deps");
+    let trace = t.path().join("trace");
+    let me = tracer(&trace, "me", r#"Requires = ["me"]"#);
+    let up = tracer(&trace, "up", r#"Requires = ["me"]"#);
+    let init = Init::start(&[("me", &me), ("up", &up)]);
+    for n in ["me", "up"] {
+        init.wait_state(n, "running");
+    }
+    assert_eq!(start_order(&trace, 2), ["me", "up"]);
+    let err = init.stderr_text();
+    assert!(err.contains("me: Requires names itself; ignored"), "{err}");
+    assert!(strs(&init.status("me")["waiting_on"]).is_empty());
+    let (_, out) = check(&init.config);
+    assert!(
+        out.contains("me.service: Requires names itself; ignored"),
+        "{out}"
+    );
+}
+
 #[test]
 fn missing_requirement_fails_the_dependent() {
     let web = sleeper(r#"Requires = ["ghost"]"#);

@@ -50,8 +50,14 @@ impl Deps {
         let mut edges: BTreeSet<(usize, usize)> = BTreeSet::new();
         for (id, s) in &listed {
             let Some(def) = &s.def else { continue };
+            // A service named in its own Requires or RequiredBy is no
+            // requirement (warned about by the graph): it would wait for
+            // itself.
             for name in &def.requires {
                 let r = ids.get(name.as_str()).copied().ok_or_else(|| name.clone());
+                if r == Ok(*id) {
+                    continue;
+                }
                 if let Ok(a) = r {
                     edges.insert((a, *id));
                 }
@@ -61,7 +67,7 @@ impl Deps {
                 }
             }
             for name in &def.required_by {
-                if let Some(b) = ids.get(name.as_str()) {
+                if let Some(b) = ids.get(name.as_str()).filter(|b| **b != *id) {
                     let v = requires.entry(*b).or_default();
                     if !v.contains(&Ok(*id)) {
                         v.push(Ok(*id));

@@ -622,6 +622,33 @@ fn a_dependent_waits_for_a_restarting_requirement_then_starts() {
     assert_eq!(r.state("app"), "running");
 }
 
+/// Found by an adversarial review: a service that required itself stayed
+/// waiting for itself, and each look at it queued another, so init spun
+/// and grew by about 150 MB/s. A requirement on itself is no requirement
+/// (warned about at load, as a cycle is).
+#[test]
+fn a_service_that_requires_itself_starts_and_leaves_no_work() {
+    let mut r = rig(&[
+        svc("a", "Requires = [\"a\"]"),
+        svc("b", "RequiredBy = [\"b\"]\nAfter = [\"b\"]"),
+        svc("c", "Requires = [\"a\", \"b\"]"),
+    ]);
+    for n in ["a", "b", "c"] {
+        assert_eq!(r.state(n), "running", "{n}");
+    }
+    assert!(r.sup.queue.is_empty(), "work left: {}", r.sup.queue.len());
+    r.exit("a", code(1));
+    r.tick();
+    assert!(r.sup.queue.is_empty(), "work left: {}", r.sup.queue.len());
+    let (_, reply) = r.send(Request::ServiceStart { name: name("a") });
+    assert!(
+        matches!(reply, Reply::Now(Response::Success { .. })),
+        "{reply:?}"
+    );
+    assert_eq!(r.state("a"), "running");
+    assert!(r.sup.queue.is_empty(), "work left: {}", r.sup.queue.len());
+}
+
 #[test]
 fn a_requirement_that_fails_fails_what_waits_on_it() {
     let mut r = rig(&[
