@@ -88,9 +88,10 @@ pub struct Parsed {
 }
 
 /// Parse init.yaml text key by key. An error only when the text is not
-/// YAML or not a mapping.
+/// YAML, is nested too deep to parse (`shared::config::MAX_YAML_NESTING`)
+/// or is not a mapping.
 pub fn parse(text: &str) -> Result<Parsed, String> {
-    let value: serde_yaml::Value = serde_yaml::from_str(text).map_err(|e| yaml_error(&e))?;
+    let value = shared::config::yaml_value(text)?;
     let mut unknown = Vec::new();
     collect_unknown(&value, "", &mut unknown);
     let (config, bad) = shared::config::from_yaml_by_key(&value)?;
@@ -99,13 +100,6 @@ pub fn parse(text: &str) -> Result<Parsed, String> {
         unknown,
         bad,
     })
-}
-
-fn yaml_error(e: &serde_yaml::Error) -> String {
-    match e.location() {
-        Some(l) => format!("line {} column {}: {e}", l.line(), l.column()),
-        None => e.to_string(),
-    }
 }
 
 fn collect_unknown(v: &serde_yaml::Value, prefix: &str, out: &mut Vec<String>) {

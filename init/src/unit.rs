@@ -7,8 +7,10 @@ use serde::Deserialize;
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 
-/// Largest service file (and init.yaml) init reads: 1 MiB.
-pub const MAX_FILE_BYTES: u64 = 1 << 20;
+/// Largest service file (and init.yaml) init reads: 64 KiB, so that no
+/// file's parsed value can take much memory (see
+/// `shared::config::MAX_CONFIG_BYTES`).
+pub const MAX_FILE_BYTES: u64 = shared::config::MAX_CONFIG_BYTES;
 
 /// Largest `RestartSec`, `TimeoutStopSec`, `StartLimitIntervalSec`,
 /// `TimeoutStartSec` and `WatchdogSec`: one year. Larger values are an error at load, so every deadline init computes

@@ -1,9 +1,13 @@
 //! Users and groups of the image: `User`, `Group` and `SupplementaryGroups`
 //! resolved from `/etc/passwd` and `/etc/group` (read as plain files of at
-//! most [`crate::unit::MAX_FILE_BYTES`]; no NSS, which an enclave image has
+//! most [`MAX_DB_BYTES`]; no NSS, which an enclave image has
 //! no use for and which could block), or given as numbers.
 
 use std::path::Path;
+
+/// Largest `/etc/passwd` or `/etc/group` read: 1 MiB (read line by line,
+/// so it costs about its size).
+pub const MAX_DB_BYTES: u64 = 1 << 20;
 
 /// Who a service runs as, resolved at load.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -91,7 +95,7 @@ pub fn resolve(
 }
 
 fn read(path: &str) -> String {
-    crate::sys::read_regular(Path::new(path), crate::unit::MAX_FILE_BYTES).unwrap_or_default()
+    crate::sys::read_regular(Path::new(path), MAX_DB_BYTES).unwrap_or_default()
 }
 
 /// The colon-separated fields of each entry (comments and blank lines

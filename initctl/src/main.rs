@@ -470,13 +470,35 @@ pub fn parse_args(args: Vec<OsString>) -> Result<Action, String> {
     }))
 }
 
+/// A config file's text: a regular file (a FIFO is refused, not waited
+/// on) of at most `shared::config::MAX_CONFIG_BYTES`.
+fn read_bounded(path: &Path) -> std::io::Result<String> {
+    use std::io::Read;
+    use std::os::unix::fs::OpenOptionsExt;
+    let bad = |what: String| std::io::Error::new(ErrorKind::InvalidData, what);
+    let f = std::fs::OpenOptions::new()
+        .read(true)
+        .custom_flags(nix::libc::O_NONBLOCK)
+        .open(path)?;
+    if !f.metadata()?.is_file() {
+        return Err(bad("not a regular file".into()));
+    }
+    let max = shared::config::MAX_CONFIG_BYTES;
+    let mut buf = Vec::new();
+    f.take(max + 1).read_to_end(&mut buf)?;
+    if buf.len() as u64 > max {
+        return Err(bad(format!("larger than {max} bytes")));
+    }
+    String::from_utf8(buf).map_err(|_| bad("not valid UTF-8".into()))
+}
+
 /// Read initctl.yaml. A missing file gives the defaults unless it was
 /// given explicitly (`explicit`: -c); an unreadable file, or one that is
 /// not YAML or not a mapping, is an error naming the file. A bad value for
 /// one key is an error on stderr naming the key, which takes its default;
 /// unknown keys are warned about.
 pub fn load_config(path: &Path, explicit: bool) -> Result<InitctlConfig, String> {
-    let text = match std::fs::read_to_string(path) {
+    let text = match read_bounded(path) {
         Ok(text) => text,
         Err(e) if e.kind() == ErrorKind::NotFound && !explicit => {
             return Ok(InitctlConfig::default())
@@ -485,8 +507,7 @@ pub fn load_config(path: &Path, explicit: bool) -> Result<InitctlConfig, String>
     };
     let file = path.display();
     let invalid = |e: String| format!("invalid config {file}: {e}");
-    let value: serde_yaml::Value =
-        serde_yaml::from_str(&text).map_err(|e| invalid(e.to_string()))?;
+    let value = shared::config::yaml_value(&text).map_err(invalid)?;
     if let serde_yaml::Value::Mapping(map) = &value {
         for key in map.keys() {
             let key = key.as_str().unwrap_or_default();

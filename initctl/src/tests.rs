@@ -278,6 +278,27 @@ fn invalid_config_is_an_error_naming_the_file() {
     assert!(err.contains(&dir.display().to_string()), "{err}");
 }
 
+/// A FIFO, a huge file or one nested 60,000 deep (which YAML's scanner
+/// takes 20 s over) is an error naming the file, at once.
+#[test]
+fn config_that_would_hang_or_swamp_initctl_is_refused() {
+    let fifo = temp_file("fifo", None);
+    nix::unistd::mkfifo(&*fifo, nix::sys::stat::Mode::from_bits_truncate(0o644)).unwrap();
+    let big = temp_file("big", Some(&"# padding\n".repeat(100_000)));
+    let deep = temp_file("deep", Some(&format!("protocol: {}\n", "[".repeat(60_000))));
+    for (path, want) in [
+        (&fifo, "not a regular file"),
+        (&big, "larger than 65536 bytes"),
+        (&deep, "line 1: nested deeper than 64 levels"),
+    ] {
+        let t = Instant::now();
+        let err = load_config(path, true).unwrap_err();
+        assert!(err.contains(&path.display().to_string()), "{err}");
+        assert!(err.contains(want), "{err}");
+        assert!(t.elapsed() < Duration::from_secs(5), "{:?}", t.elapsed());
+    }
+}
+
 #[test]
 fn a_bad_key_takes_its_default_and_keeps_the_others() {
     for (name, text) in [
