@@ -326,7 +326,7 @@ fn nest_deeply(config: &Path) {
     std::fs::write(config, text).unwrap();
 }
 
-/// YAML's scanner costs time in the square of its nesting depth (20 s at
+/// YAML's scanner costs time in the square of its nesting depth (over 10 s at
 /// this depth before the guard), so a file nested this deep is refused
 /// before it is parsed, with the file and line, at once.
 #[test]

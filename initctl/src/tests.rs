@@ -279,7 +279,7 @@ fn invalid_config_is_an_error_naming_the_file() {
 }
 
 /// A FIFO, a huge file or one nested 60,000 deep (which YAML's scanner
-/// takes 20 s over) is an error naming the file, at once.
+/// takes over 10 s on) is an error naming the file, at once.
 #[test]
 fn config_that_would_hang_or_swamp_initctl_is_refused() {
     let fifo = temp_file("fifo", None);
