@@ -1169,3 +1169,68 @@ fn a_flooding_service_does_not_starve_clients() {
     assert!(r.get("Success").is_some(), "{r}");
     init.wait_state("flood", "inactive");
 }
+
+/// The highest tick in `<dir>/<name>.log`, if the file has one.
+fn last_tick(dir: &Path, name: &str) -> Option<u64> {
+    file_lines(&log_file(dir, name, 0))
+        .iter()
+        .filter_map(|l| tick_of(l))
+        .max()
+}
+
+/// A log file deleted, a log directory removed or renamed while a service
+/// writes: the lines went on into the deleted (or moved) file until the
+/// next rotation, hours away for a quiet service, and status said nothing
+/// was dropped. init notices within about a second and writes to a fresh
+/// `<dir>/<name>.log` again, recreating the directory if it has to.
+#[test]
+fn a_removed_or_renamed_log_file_or_dir_is_written_anew() {
+    let tick = "ExecStart = \"/bin/sh -c 'i=0; while :; do i=$((i+1)); echo tick $i; sleep 0.05; done'\"\n";
+    let init = Init::start(&[("tick", tick), ("init2", tick)]);
+    let dir = init.log_dir.clone();
+    let back = |what: &str, since: u64| {
+        assert!(
+            wait_for(
+                || last_tick(&dir, "tick").is_some_and(|t| t > since + 5),
+                TIMEOUT
+            ),
+            "after {what}: no new lines in {} (files: {:?})",
+            log_file(&dir, "tick", 0).display(),
+            std::fs::read_dir(&dir).map(|d| d.count())
+        );
+    };
+    assert!(wait_for(|| last_tick(&dir, "tick").is_some(), TIMEOUT));
+
+    // The file alone.
+    let before = last_tick(&dir, "tick").unwrap_or(0);
+    std::fs::remove_file(log_file(&dir, "tick", 0)).unwrap();
+    back("removing the file", before);
+
+    // The file replaced by another one of the same name.
+    let before = last_tick(&dir, "tick").unwrap_or(0);
+    let moved = dir.join("moved");
+    std::fs::rename(log_file(&dir, "tick", 0), &moved).unwrap();
+    std::fs::write(log_file(&dir, "tick", 0), "").unwrap();
+    back("replacing the file", before);
+
+    // The whole directory removed: recreated, for every log in it.
+    std::fs::remove_dir_all(&dir).unwrap();
+    back("removing the log directory", 0);
+    assert!(
+        wait_for(|| last_tick(&dir, "init2").is_some(), TIMEOUT),
+        "init2 has no log after the directory came back"
+    );
+
+    // Renamed away: the old name is written again, not the new one (which
+    // gets at most the second before init looks again, 20 ticks).
+    let old = dir.with_extension("old");
+    std::fs::rename(&dir, &old).unwrap();
+    let stale = last_tick(&old, "tick").unwrap_or(0);
+    back("renaming the log directory", 0);
+    assert!(
+        last_tick(&old, "tick").unwrap_or(0) <= stale + 40,
+        "the renamed directory is still written to"
+    );
+    assert_eq!(dropped(&init, "tick"), (0, 0));
+    let _ = std::fs::remove_dir_all(&old);
+}

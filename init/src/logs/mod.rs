@@ -50,6 +50,11 @@
 //!   most once per [`RETRY_INTERVAL`]. The first line written after a
 //!   recovery is `[ts] [init] log writing resumed: dropped N lines (M bytes)`.
 //!   Lines are still cached and handed to followers meanwhile.
+//! * A log file removed, renamed or replaced behind init's back (or its
+//!   whole directory) is noticed at the first write at least
+//!   [`VERIFY_INTERVAL`] after the last check (one `lstat`), and the path
+//!   is opened anew, the directory recreated if missing: lines never go on
+//!   into a deleted or moved file.
 //! * A log whose service is down is closed ([`ServiceLog::close_file`]) and
 //!   reopened by its next line, so stopped services hold no fds.
 
@@ -120,6 +125,12 @@ pub const MAX_LINE: usize = 64 * 1024;
 /// After a failed open, write or rotation, the disk is not tried again
 /// before this has passed.
 pub const RETRY_INTERVAL: Duration = Duration::from_secs(1);
+
+/// An open log file is checked to still be `<dir>/<name>.log` (not
+/// removed, renamed or replaced) at its first write once this has passed
+/// since the last check; if it is not, that path is opened anew (the
+/// directory recreated if it is gone).
+pub const VERIFY_INTERVAL: Duration = Duration::from_secs(1);
 
 /// Formatted text of one call is written out (and handed over) whenever it
 /// grows past this, which bounds the memory a single call uses.

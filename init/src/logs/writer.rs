@@ -2,15 +2,18 @@
 //! `<dir>/<name>.log`, rotating it on line boundaries before it would pass
 //! `max_size`, and, when the disk fails, dropping lines (counted), retrying
 //! at most once per [`RETRY_INTERVAL`] and then writing the "log writing
-//! resumed: dropped N lines (M bytes)" line first. Files are opened with
+//! resumed: dropped N lines (M bytes)" line first; and noticing, at most
+//! once per [`VERIFY_INTERVAL`], that the open file is no longer at its
+//! path. Files are opened with
 //! `sys::open_regular` (never through a symlink, never blocking on a FIFO,
 //! only regular files): anything else is an open failure like EACCES.
 
-use super::{log_path, LogSettings, RETRY_INTERVAL};
+use super::{create_dir, log_path, LogSettings, RETRY_INTERVAL, VERIFY_INTERVAL};
 use crate::sys::{open_regular, OpenAs};
 use std::fs::File;
 use std::io::{self, Write};
-use std::path::{Path, PathBuf};
+use std::os::unix::fs::MetadataExt;
+use std::path::PathBuf;
 use std::time::Instant;
 
 /// `clear` looks for leftover rotated files up to at least this index
@@ -27,6 +30,10 @@ pub(super) struct Writer {
     file: Option<File>,
     /// The directory `file` was opened in (a settings reload may move it).
     file_dir: PathBuf,
+    /// `file`'s device and inode, to tell whether it is still at its path.
+    file_id: (u64, u64),
+    /// When `file` was last found at its path (or opened).
+    verified: Instant,
     /// Size of the current file, as far as we wrote it.
     size: u64,
     /// The current file ends in the middle of a line (a short write whose
@@ -48,6 +55,8 @@ impl Writer {
             name: name.into(),
             file: None,
             file_dir: PathBuf::new(),
+            file_id: (0, 0),
+            verified: Instant::now(),
             size: 0,
             torn: false,
             last_failure: None,
@@ -126,8 +135,8 @@ impl Writer {
         ends: &[usize],
     ) -> Option<String> {
         let bytes = batch.as_bytes();
-        if self.file.is_some() && self.file_dir.as_os_str() != s.dir.as_os_str() {
-            self.file = None; // the log directory changed: reopen there
+        if self.file.is_some() && self.moved(s) {
+            self.file = None; // reopen at the path
         }
         let mut resumed = None;
         if self.file.is_none() {
@@ -255,17 +264,51 @@ impl Writer {
         }
         self.size = 0;
         self.torn = false;
-        match open_append(&base) {
-            Ok((f, size)) => {
-                self.file = Some(f);
-                self.file_dir = s.dir.clone();
-                self.size = size;
-                true
-            }
+        match self.open(s) {
+            Ok(()) => true,
             Err(e) => {
                 self.fail("open", base, &e);
                 false
             }
+        }
+    }
+
+    /// Open `<dir>/<name>.log` for appending (created 0644; a regular
+    /// file, not through a symlink), creating the directory if it is gone
+    /// (as at boot).
+    fn open(&mut self, s: &LogSettings) -> io::Result<()> {
+        let base = log_path(&s.dir, &self.name, 0);
+        let f = match open_regular(&base, OpenAs::Append) {
+            Err(e) if e.kind() == io::ErrorKind::NotFound => {
+                create_dir(&s.dir)?;
+                open_regular(&base, OpenAs::Append)?
+            }
+            r => r?,
+        };
+        let m = f.metadata()?;
+        self.file_id = (m.dev(), m.ino());
+        self.verified = Instant::now();
+        self.file = Some(f);
+        self.file_dir = s.dir.clone();
+        self.size = m.len();
+        Ok(())
+    }
+
+    /// Whether the open file is no longer `<dir>/<name>.log`: the settings
+    /// moved the directory, or (looked at once per `VERIFY_INTERVAL`) the
+    /// path is gone or is another file. An error other than "not found"
+    /// keeps the file.
+    fn moved(&mut self, s: &LogSettings) -> bool {
+        if self.file_dir.as_os_str() != s.dir.as_os_str() {
+            return true;
+        }
+        if self.verified.elapsed() < VERIFY_INTERVAL {
+            return false;
+        }
+        self.verified = Instant::now();
+        match std::fs::symlink_metadata(log_path(&s.dir, &self.name, 0)) {
+            Ok(m) => (m.dev(), m.ino()) != self.file_id,
+            Err(e) => e.kind() == io::ErrorKind::NotFound,
         }
     }
 
@@ -278,17 +321,9 @@ impl Writer {
                 return Err(());
             }
         }
-        let base = log_path(&s.dir, &self.name, 0);
-        match open_append(&base) {
-            Ok((f, size)) => {
-                self.file = Some(f);
-                self.file_dir = s.dir.clone();
-                self.size = size;
-            }
-            Err(e) => {
-                self.fail("open", base, &e);
-                return Err(());
-            }
+        if let Err(e) = self.open(s) {
+            self.fail("open", log_path(&s.dir, &self.name, 0), &e);
+            return Err(());
         }
         if self.pending_lines == 0 && !self.torn {
             self.last_failure = None;
@@ -346,14 +381,6 @@ impl Writer {
             );
         }
     }
-}
-
-/// Open for appending (created 0644; a regular file, not through a
-/// symlink), and its current size.
-fn open_append(path: &Path) -> io::Result<(File, u64)> {
-    let f = open_regular(path, OpenAs::Append)?;
-    let size = f.metadata()?.len();
-    Ok((f, size))
 }
 
 /// Like `Write::write_all`, but on error also tells how much was written.
