@@ -895,6 +895,7 @@ impl<O: Os> Supervisor<O> {
         }
         self.queue_stops();
         let mut new_ids = Vec::new();
+        let (mut now_enabled, mut now_disabled) = (Vec::new(), Vec::new());
         for u in units {
             let name = u.name.clone();
             let path = u.path.display().to_string();
@@ -906,7 +907,14 @@ impl<O: Os> Supervisor<O> {
                         .table
                         .get(id)
                         .is_some_and(|s| *s.state() == State::Invalid && s.m().runs() == 0);
-                    match self.update_service(id, u) {
+                    let was = self.table.get(id).map(|s| s.enabled());
+                    let result = self.update_service(id, u);
+                    match (was, self.table.get(id).map(|s| s.enabled())) {
+                        (Some(false), Some(true)) => now_enabled.push(name.clone()),
+                        (Some(true), Some(false)) => now_disabled.push(name.clone()),
+                        _ => {}
+                    }
+                    match result {
                         Ok(true) => {
                             if fixed {
                                 new_ids.push(id);
@@ -968,6 +976,15 @@ impl<O: Os> Supervisor<O> {
         );
         if !changed.is_empty() {
             msg.push_str(" (running services keep their old definition until restarted)");
+        }
+        // As systemd's daemon-reload: what boot starts changes, nothing
+        // is started or stopped for it.
+        if !now_enabled.is_empty() || !now_disabled.is_empty() {
+            msg.push_str(&format!(
+                "; now enabled {}; now disabled {} (at boot; start or stop them to apply now)",
+                list(&now_enabled),
+                list(&now_disabled)
+            ));
         }
         if !errors.is_empty() {
             msg.push_str(&format!("; errors: {}", errors.join("; ")));

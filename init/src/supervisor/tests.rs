@@ -753,6 +753,32 @@ fn reload_adds_removes_and_changes() {
     r.no_violations();
 }
 
+/// A file renamed to or from `.disabled` on disk changes what boot starts:
+/// reload says so (it said "changed none"), and, as systemd's
+/// daemon-reload, starts or stops nothing for it.
+#[test]
+fn reload_reports_files_enabled_or_disabled_on_disk() {
+    let mut r = rig(&[svc("c", "")]);
+    let c_pid = r.pid("c").unwrap();
+    let dir = r.dir.join("services");
+    std::fs::write(dir.join("b.service.disabled"), "ExecStart = \"run b\"\n").unwrap();
+    let (c, _) = r.send(Request::SystemReload);
+    let msg = ok_text(r.answer(c).unwrap()).to_string();
+    assert_eq!(msg, "Reloaded: added b; removed none; changed none");
+    std::fs::rename(dir.join("b.service.disabled"), dir.join("b.service")).unwrap();
+    std::fs::rename(dir.join("c.service"), dir.join("c.service.disabled")).unwrap();
+    let (c, _) = r.send(Request::SystemReload);
+    let msg = ok_text(r.answer(c).unwrap()).to_string();
+    assert_eq!(
+        msg,
+        "Reloaded: added none; removed none; changed none; now enabled b; now disabled c \
+         (at boot; start or stop them to apply now)"
+    );
+    assert_eq!(r.state("b"), "inactive");
+    assert_eq!(r.pid("c"), Some(c_pid), "still running, untouched");
+    r.no_violations();
+}
+
 /// Reloads asked in the same turn are one reload: each asker gets its
 /// answer (the same one); one that left first gets none.
 #[test]
