@@ -353,6 +353,39 @@ fn stop_sends_sigterm_to_the_whole_group() {
     assert_eq!(st["state"], "inactive", "{st}");
 }
 
+/// A service frozen by SIGSTOP keeps SIGTERM pending until it runs: the
+/// stop sends SIGCONT right after it, so the service ends by that SIGTERM
+/// at once, not by the SIGKILL at TimeoutStopSec (30 s here).
+#[test]
+fn stop_of_a_sigstopped_service_is_prompt_and_clean() {
+    let init = Init::start(&[("frozen", &svc("sleep 1000", "TimeoutStopSec = 30"))]);
+    init.wait_state("frozen", "running");
+    let pid = init.pid_of("frozen").unwrap();
+    assert!(kill(pid, 19)); // SIGSTOP
+    assert!(
+        wait_for(|| proc_state(pid) == Some('T'), TIMEOUT),
+        "{:?}",
+        proc_state(pid)
+    );
+    let t = Instant::now();
+    let r = init.stop_service("frozen");
+    let took = t.elapsed();
+    let msg = message(&r, "Success");
+    assert!(
+        msg.contains("stopped") && !msg.contains("still"),
+        "{r} after {took:?}"
+    );
+    assert!(took < Duration::from_secs(10), "stopped after {took:?}");
+    let st = init.status("frozen");
+    assert_eq!(st["state"], "inactive", "{st}");
+    assert_eq!(st["signal"], "SIGTERM", "{st}");
+    assert_eq!(st["exit_status"], json!(143), "{st}");
+    assert!(proc_state(pid).is_none(), "{:?}", proc_state(pid));
+    let log = logs_text(&init, "frozen");
+    assert!(log.contains("killed by SIGTERM"), "{log}");
+    assert!(!log.contains("stop timeout"), "{log}");
+}
+
 #[test]
 fn stop_of_a_stopped_service_and_unknown_names() {
     let init = Init::start(&[("one", &svc("/bin/true", ""))]);

@@ -715,7 +715,10 @@ impl<O: Os> Supervisor<O> {
     }
 
     /// Carry out a signal action: the stop signal (`KillSignal`), SIGABRT
-    /// for a missed watchdog, or SIGKILL at the stop timeout.
+    /// for a missed watchdog, or SIGKILL at the stop timeout. Any signal
+    /// but SIGKILL is followed by SIGCONT to the same group, as systemd
+    /// does: a stopped process (SIGSTOP, a debugger) would otherwise keep
+    /// it pending until the SIGKILL at `TimeoutStopSec`.
     fn signal(&mut self, id: usize, action: Action) {
         let Some(s) = self.table.get(id) else {
             return;
@@ -728,7 +731,12 @@ impl<O: Os> Supervisor<O> {
             Action::Kill => (Signal::SIGKILL, "stop timeout: sent"),
             _ => (kill_signal, "stopping: sent"),
         };
-        let msg = match (sig, self.os.signal(p, sig)) {
+        let sent = self.os.signal(p, sig);
+        if sent.is_ok() && !matches!(sig, Signal::SIGKILL | Signal::SIGCONT) {
+            // Its failure says nothing more than the signal's success did.
+            let _ = self.os.signal(p, Signal::SIGCONT);
+        }
+        let msg = match (sig, sent) {
             (Signal::SIGKILL, Ok(())) => format!("{what} SIGKILL to all its processes"),
             (sig, Ok(())) => format!("{what} {sig} (SIGKILL after {timeout}s)"),
             (sig, Err(e)) => format!("cannot send {sig}: {e}"),

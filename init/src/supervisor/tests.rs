@@ -30,6 +30,10 @@ struct FakeOs {
     signals: Vec<(i32, Signal)>,
     /// Signals the fake processes obey: these exit at once on SIGTERM.
     obey_term: BTreeSet<String>,
+    /// Stopped processes (SIGSTOP): a signal other than SIGKILL stays
+    /// pending on them until a SIGCONT.
+    frozen: BTreeSet<i32>,
+    pending: BTreeMap<i32, Signal>,
     /// exec_start values whose spawn fails.
     fail_exec: BTreeSet<String>,
     /// Every spawn fails with EMFILE.
@@ -51,6 +55,11 @@ impl FakeOs {
                 p.exit = Some(e);
             }
         }
+    }
+    /// The signals sent but the SIGCONT after each stop signal.
+    fn stop_signals(&self) -> Vec<(i32, Signal)> {
+        let sent = self.signals.iter().copied();
+        sent.filter(|(_, sig)| *sig != Signal::SIGCONT).collect()
     }
     fn live_of(&self, service: &str) -> usize {
         self.procs
@@ -121,7 +130,16 @@ impl Os for FakeOs {
             .procs
             .get(&pid)
             .is_some_and(|fp| self.obey_term.contains(&fp.service));
-        if sig == Signal::SIGKILL || obeys {
+        if sig == Signal::SIGCONT {
+            self.frozen.remove(&pid);
+            if let Some(pending) = self.pending.remove(&pid) {
+                self.exit(pid, by(pending));
+            }
+        } else if sig == Signal::SIGKILL {
+            self.exit(pid, by(sig));
+        } else if obeys && self.frozen.contains(&pid) {
+            self.pending.insert(pid, sig);
+        } else if obeys {
             self.exit(pid, by(sig));
         }
         Ok(())
@@ -350,7 +368,10 @@ fn a_stale_exit_event_never_touches_the_new_process() {
     r.tick();
     assert!(r.os().pid_alive(new_pid));
     assert_eq!(r.pid("api"), Some(new_pid));
-    assert_eq!(r.os().signals, vec![(old_pid, Signal::SIGTERM)]);
+    assert_eq!(
+        r.os().signals,
+        vec![(old_pid, Signal::SIGTERM), (old_pid, Signal::SIGCONT)]
+    );
     r.advance(RESTART_GRACE);
     assert_eq!(ok_text(r.answer(c).unwrap()), "Service 'api' restarted");
     r.no_violations();
@@ -455,21 +476,45 @@ fn stop_escalates_to_sigkill_and_answers_once() {
     let pid = r.pid("s").unwrap();
     let (c, reply) = r.send(Request::ServiceStop { name: name("s") });
     assert_eq!(reply, Reply::Later);
-    assert_eq!(r.os().signals, vec![(pid, Signal::SIGTERM)]);
+    let term = vec![(pid, Signal::SIGTERM), (pid, Signal::SIGCONT)];
+    assert_eq!(r.os().signals, term);
     r.advance(Duration::from_millis(2999));
-    assert_eq!(r.os().signals.len(), 1);
+    assert_eq!(r.os().signals, term);
     assert!(r.answer(c).is_none());
     r.advance(Duration::from_millis(1));
-    assert_eq!(
-        r.os().signals,
-        vec![(pid, Signal::SIGTERM), (pid, Signal::SIGKILL)]
-    );
+    // SIGKILL needs no SIGCONT.
+    assert_eq!(r.os().signals[2..], [(pid, Signal::SIGKILL)]);
     r.sup.on_sigchld();
     r.tick();
     assert_eq!(r.state("s"), "inactive", "a stop is not restarted");
     assert_eq!(ok_text(r.answer(c).unwrap()), "Service 's' stopped");
     r.advance(Duration::from_secs(60));
     assert_eq!(r.answers.get(&c).map(Vec::len), Some(1));
+    r.no_violations();
+}
+
+/// A stopped process (SIGSTOP, a debugger) keeps the stop signal pending
+/// until it runs again: SIGCONT follows the stop signal to the same
+/// process, so a frozen service ends at once instead of at the SIGKILL.
+#[test]
+fn a_stop_continues_a_stopped_process_so_it_ends_at_once() {
+    let mut r = rig(&[svc("s", "TimeoutStopSec = 30")]);
+    r.os().obey_term.insert(name("s"));
+    let pid = r.pid("s").unwrap();
+    r.os().frozen.insert(pid);
+    let (c, _) = r.send(Request::ServiceStop { name: name("s") });
+    assert_eq!(
+        r.os().signals,
+        vec![(pid, Signal::SIGTERM), (pid, Signal::SIGCONT)]
+    );
+    r.sup.on_sigchld();
+    r.tick();
+    assert_eq!(r.state("s"), "inactive");
+    assert_eq!(ok_text(r.answer(c).unwrap()), "Service 's' stopped");
+    let last = r.sup.table.get(r.id("s")).unwrap().m().last_exit();
+    assert_eq!(last, Some(by(Signal::SIGTERM)));
+    r.advance(Duration::from_secs(60));
+    assert!(!r.os().signals.contains(&(pid, Signal::SIGKILL)));
     r.no_violations();
 }
 
@@ -490,7 +535,7 @@ fn a_deadline_after_the_exit_does_nothing() {
     r.send(Request::ServiceStop { name: name("s") });
     r.exit("s", by(Signal::SIGTERM));
     r.advance(Duration::from_secs(10));
-    assert_eq!(r.os().signals, vec![(pid, Signal::SIGTERM)]);
+    assert_eq!(r.os().stop_signals(), vec![(pid, Signal::SIGTERM)]);
     assert_eq!(r.state("s"), "inactive");
     r.no_violations();
 }
@@ -697,11 +742,11 @@ fn shutdown_stops_in_reverse_order_each_after_what_follows_it() {
     assert!(a < b && b < c, "started in order");
     r.sup.begin_ending(Ending::PowerOff);
     r.tick();
-    assert_eq!(r.os().signals, vec![(c, Signal::SIGTERM)]);
+    assert_eq!(r.os().stop_signals(), vec![(c, Signal::SIGTERM)]);
     r.exit("c", by(Signal::SIGTERM));
-    assert_eq!(r.os().signals.last(), Some(&(b, Signal::SIGTERM)));
+    assert_eq!(r.os().stop_signals().last(), Some(&(b, Signal::SIGTERM)));
     r.exit("b", by(Signal::SIGTERM));
-    assert_eq!(r.os().signals.last(), Some(&(a, Signal::SIGTERM)));
+    assert_eq!(r.os().stop_signals().last(), Some(&(a, Signal::SIGTERM)));
     assert_eq!(r.sup.finished(), None);
     r.exit("a", by(Signal::SIGTERM));
     assert_eq!(r.sup.finished(), Some(Ending::PowerOff));
@@ -713,9 +758,9 @@ fn stopping_a_requirement_stops_its_dependents_first() {
     let mut r = rig(&[svc("db", ""), svc("app", "Requires = [\"db\"]")]);
     let (db, app) = (r.pid("db").unwrap(), r.pid("app").unwrap());
     let (c, _) = r.send(Request::ServiceStop { name: name("db") });
-    assert_eq!(r.os().signals, vec![(app, Signal::SIGTERM)]);
+    assert_eq!(r.os().stop_signals(), vec![(app, Signal::SIGTERM)]);
     r.exit("app", by(Signal::SIGTERM));
-    assert_eq!(r.os().signals.last(), Some(&(db, Signal::SIGTERM)));
+    assert_eq!(r.os().stop_signals().last(), Some(&(db, Signal::SIGTERM)));
     r.exit("db", by(Signal::SIGTERM));
     assert_eq!(
         ok_text(r.answer(c).unwrap()),
@@ -1457,7 +1502,10 @@ fn a_missed_watchdog_aborts_the_service() {
     assert_eq!(r.state("db"), "running");
     r.advance(Duration::from_secs(3));
     assert_eq!(r.state("db"), "stopping");
-    assert!(r.os().signals.contains(&(pid, Signal::SIGABRT)));
+    assert_eq!(
+        r.os().signals,
+        vec![(pid, Signal::SIGABRT), (pid, Signal::SIGCONT)]
+    );
     r.advance(Duration::from_secs(2));
     assert!(r.os().signals.contains(&(pid, Signal::SIGKILL)));
     r.exit_pid(pid);
@@ -1473,7 +1521,10 @@ fn kill_signal_is_the_stop_signal() {
     let mut r = rig(&[svc("a", "KillSignal = \"SIGINT\"")]);
     let pid = r.pid("a").unwrap();
     r.send(Request::ServiceStop { name: name("a") });
-    assert_eq!(r.os().signals, vec![(pid, Signal::SIGINT)]);
+    assert_eq!(
+        r.os().signals,
+        vec![(pid, Signal::SIGINT), (pid, Signal::SIGCONT)]
+    );
 }
 
 /// FailureAction/SuccessAction end the system when the service ends for
