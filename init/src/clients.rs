@@ -825,7 +825,9 @@ impl Clients {
 }
 
 /// The tail of a rate-limited line: how many like it went unlogged.
-fn not_logged(n: u64) -> String {
+/// ", N not logged since the last of these lines" for a rate-limited
+/// line (`access::Refusals`), or nothing.
+pub fn not_logged(n: u64) -> String {
     if n > 0 {
         format!(", {n} not logged since the last of these lines")
     } else {

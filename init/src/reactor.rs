@@ -42,6 +42,9 @@ pub struct Reactor {
     backlog: BTreeSet<Token>,
     /// The deadline the timerfd is armed for, None when disarmed or fired.
     armed: Option<Instant>,
+    /// Signals read and dropped (`sys::dropped_signals`): counted, logged
+    /// at most once per 10 s.
+    dropped: crate::access::Refusals,
 }
 
 /// Why the reactor could not be set up.
@@ -113,6 +116,7 @@ impl Reactor {
             clients,
             backlog: BTreeSet::new(),
             armed: None,
+            dropped: crate::access::Refusals::default(),
         })
     }
 
@@ -242,7 +246,9 @@ impl Reactor {
                         self.sup.begin_ending(Ending::PowerOff);
                     }
                     Ok(Signal::SIGHUP) => self.sup.reload_on_signal(),
-                    _ => {}
+                    // One init does not use, whose default would end or
+                    // stop it (outside PID 1).
+                    _ => self.drop_signal(&info),
                 },
                 Ok(None) => break,
                 Err(nix::errno::Errno::EINTR) => {}
@@ -254,6 +260,19 @@ impl Reactor {
         }
         if chld {
             self.sup.on_sigchld();
+        }
+    }
+
+    fn drop_signal(&mut self, info: &nix::libc::signalfd_siginfo) {
+        if let Some(unlogged) = self.dropped.count(Instant::now()) {
+            info!(
+                "ignored signal {} from pid {} uid {} ({} ignored so far{})",
+                crate::os::signal_name(info.ssi_signo as i32),
+                info.ssi_pid,
+                info.ssi_uid,
+                self.dropped.total,
+                crate::clients::not_logged(unlogged)
+            );
         }
     }
 

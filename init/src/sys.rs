@@ -28,23 +28,63 @@ pub use regular::{open_regular, read_regular, OpenAs};
 use std::time::{Duration, Instant};
 
 /// The signals init handles through its signalfd.
-pub fn handled_signals() -> SigSet {
-    let mut set = SigSet::empty();
-    for s in [
-        Signal::SIGCHLD,
-        Signal::SIGTERM,
-        Signal::SIGINT,
-        Signal::SIGHUP,
-    ] {
-        set.add(s);
+const HANDLED: [Signal; 4] = [
+    Signal::SIGCHLD,
+    Signal::SIGTERM,
+    Signal::SIGINT,
+    Signal::SIGHUP,
+];
+
+/// The signals init does not use whose default action would end (with or
+/// without a core) or stop it: read off its signalfd too, with the
+/// real-time ones (below), and dropped (`Reactor::drop_signal`: a line in
+/// init.log, at most once per 10 s). PID 1 was safe without this (the
+/// kernel drops a signal PID 1 has no handler for); an init that is not
+/// PID 1 was killed by SIGUSR1, leaving its services, socket and cgroups
+/// behind, and stopped by SIGTSTP. SIGQUIT is among them: a terminal's
+/// Ctrl-\ must not end init with its services unsupervised (SIGINT and
+/// SIGTERM end it in order). Left as they were: SIGPIPE (ignored, see
+/// `block_signals`), and the signals of a fault (SIGSEGV, SIGBUS, SIGFPE,
+/// SIGILL, SIGTRAP, SIGSYS, SIGABRT), which the kernel delivers blocked or
+/// not, and which leave `kill -ABRT` the way to a core of a stuck init.
+/// Blocked, not ignored: a service starts with an empty mask and so gets
+/// them at their default with no syscall per signal in the child.
+const DROPPED: [Signal; 14] = [
+    Signal::SIGQUIT,
+    Signal::SIGUSR1,
+    Signal::SIGUSR2,
+    Signal::SIGALRM,
+    Signal::SIGSTKFLT,
+    Signal::SIGTSTP,
+    Signal::SIGTTIN,
+    Signal::SIGTTOU,
+    Signal::SIGXCPU,
+    Signal::SIGXFSZ,
+    Signal::SIGVTALRM,
+    Signal::SIGPROF,
+    Signal::SIGIO,
+    Signal::SIGPWR,
+];
+
+/// Everything init reads off its signalfd: `HANDLED`, `DROPPED` and the
+/// real-time signals libc leaves to programs (glibc's SIGRTMIN is 34: 32
+/// and 33 are its own, with handlers that ignore strays). Built on a raw
+/// set, since nix's `SigSet` knows no real-time signal (its `|` drops them).
+fn signalfd_signals() -> SigSet {
+    let set: SigSet = HANDLED.into_iter().chain(DROPPED).collect();
+    let mut raw = *set.as_ref();
+    for sig in libc::SIGRTMIN()..=libc::SIGRTMAX() {
+        // SAFETY: adds a signal number to a local, initialised set.
+        unsafe { libc::sigaddset(&mut raw, sig) };
     }
-    set
+    // SAFETY: `raw` was initialised by SigSet and sigaddset.
+    unsafe { SigSet::from_sigset_t_unchecked(raw) }
 }
 
-/// Block the handled signals (first thing in main) and ignore SIGPIPE, so a
-/// client that hangs up can never kill init.
+/// Block the signals init reads off its signalfd (first thing in main),
+/// and ignore SIGPIPE, so a client that hangs up can never kill init.
 pub fn block_signals() -> nix::Result<()> {
-    signal::sigprocmask(SigmaskHow::SIG_BLOCK, Some(&handled_signals()), None)?;
+    signal::sigprocmask(SigmaskHow::SIG_BLOCK, Some(&signalfd_signals()), None)?;
     // SAFETY: installing SIG_IGN has no handler code to be unsafe about.
     unsafe { signal::signal(Signal::SIGPIPE, SigHandler::SigIgn) }?;
     Ok(())
@@ -52,7 +92,7 @@ pub fn block_signals() -> nix::Result<()> {
 
 pub fn signalfd() -> nix::Result<SignalFd> {
     SignalFd::with_flags(
-        &handled_signals(),
+        &signalfd_signals(),
         SfdFlags::SFD_NONBLOCK | SfdFlags::SFD_CLOEXEC,
     )
 }

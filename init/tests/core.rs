@@ -1448,6 +1448,71 @@ fn initctl_drives_a_service() {
     assert_eq!(v["ServiceList"]["services"][0]["name"], "web", "{v}");
 }
 
+/// A bit of a /proc/<pid>/status signal mask ("SigBlk", "ShdPnd", ...).
+fn sig_in(pid: i32, field: &str, sig: i32) -> bool {
+    proc_status_field(pid, field)
+        .and_then(|v| u64::from_str_radix(&v, 16).ok())
+        .is_some_and(|mask| mask & (1 << (sig - 1)) != 0)
+}
+
+/// Outside PID 1 the kernel does not shield init from signals it does not
+/// handle: SIGUSR1 killed it (services left running, the socket behind)
+/// and SIGTSTP stopped it. Every signal whose default would end or stop
+/// init is now blocked and read off its signalfd: init answers after each,
+/// logs the first, and its service runs on; a service started after them
+/// still starts with an empty mask and nothing ignored.
+#[test]
+fn stray_signals_neither_kill_nor_stop_init() {
+    let init = Init::start(&[("web", &svc("sleep 1000", ""))]);
+    init.wait_state("web", "running");
+    let web = init.pid_of("web").unwrap();
+    // USR1 USR2 ALRM TSTP TTIN TTOU QUIT STKFLT XCPU XFSZ VTALRM PROF IO
+    // PWR, and real-time ones (SIGRTMIN is 34 with glibc).
+    let signals = [
+        10, 12, 14, 20, 21, 22, 3, 16, 24, 25, 26, 27, 29, 30, 34, 40, 64,
+    ];
+    for sig in signals {
+        assert!(kill(init.pid, sig));
+        // Taken off its signalfd (or, before, acted on).
+        let gone = || matches!(proc_state(init.pid), Some('T' | 'Z') | None);
+        assert!(
+            wait_for(|| !sig_in(init.pid, "ShdPnd", sig) || gone(), TIMEOUT),
+            "signal {sig} still pending"
+        );
+        let state = proc_state(init.pid);
+        assert!(
+            !matches!(state, Some('T' | 'Z') | None),
+            "init after signal {sig}: {state:?}\n{}",
+            init.stderr_text()
+        );
+        let r = init.request(r#""Ping""#);
+        assert_eq!(r, json!("Pong"), "after signal {sig}");
+    }
+    for sig in signals {
+        assert!(sig_in(init.pid, "SigBlk", sig), "signal {sig} not blocked");
+    }
+    assert_eq!(init.pid_of("web"), Some(web));
+    assert!(pid_alive(web));
+    assert_eq!(init.state("web"), "running");
+    assert!(
+        wait_for(
+            || init
+                .stderr_text()
+                .contains("ignored signal SIGUSR1 from pid"),
+            TIMEOUT
+        ),
+        "{}",
+        init.stderr_text()
+    );
+    let r = init.restart_service("web");
+    assert!(r.get("Success").is_some(), "{r}");
+    let pid = init.pid_of("web").unwrap();
+    for field in ["SigBlk", "SigIgn", "SigPnd", "ShdPnd"] {
+        let v = proc_status_field(pid, field).unwrap();
+        assert_eq!(u64::from_str_radix(&v, 16).unwrap(), 0, "{field} {v}");
+    }
+}
+
 /// The design's promise: one thread, whatever init is doing (services
 /// running and logging, clients connected, a stop in progress).
 #[test]
