@@ -160,27 +160,66 @@ pub const REFUSAL_LOG_EVERY: Duration = Duration::from_secs(10);
 
 /// Refused connections: counted, and logged at most once per
 /// `REFUSAL_LOG_EVERY`, so a peer that keeps trying cannot fill init.log.
+/// Also what else must not fill it: signals init drops, reaped orphans
+/// (those with a burst of a few lines per window, and a summary at its
+/// end).
 #[derive(Debug, Default)]
 pub struct Refusals {
     pub total: u64,
     unlogged: u64,
-    last_logged: Option<Instant>,
+    /// When the current window began (at its first line).
+    window: Option<Instant>,
+    /// Lines logged in it.
+    logged: u32,
+    /// Lines allowed per window (0 counts as 1).
+    burst: u32,
 }
 
 impl Refusals {
+    /// `burst` lines per window instead of one.
+    pub fn with_burst(burst: u32) -> Self {
+        Refusals {
+            burst,
+            ..Refusals::default()
+        }
+    }
+
     /// Count a refusal. `Some(n)`: log it now, `n` refusals before it went
     /// unlogged; `None`: do not log it.
     pub fn count(&mut self, now: Instant) -> Option<u64> {
         self.total += 1;
-        if self
-            .last_logged
-            .is_some_and(|t| now.saturating_duration_since(t) < REFUSAL_LOG_EVERY)
-        {
+        let open = self
+            .window
+            .is_some_and(|t| now.saturating_duration_since(t) < REFUSAL_LOG_EVERY);
+        if !open {
+            self.window = Some(now);
+            self.logged = 0;
+        }
+        if self.logged >= self.burst.max(1) {
             self.unlogged += 1;
             return None;
         }
-        self.last_logged = Some(now);
+        self.logged += 1;
         Some(std::mem::take(&mut self.unlogged))
+    }
+
+    /// When the window with unlogged ones in it ends (for `summary`).
+    pub fn window_end(&self) -> Option<Instant> {
+        let start = self.window.filter(|_| self.unlogged > 0)?;
+        start.checked_add(REFUSAL_LOG_EVERY)
+    }
+
+    /// Once the window has ended: how many went unlogged in it, and since
+    /// when (its start). The next `count` opens a new window.
+    pub fn summary(&mut self, now: Instant) -> Option<(u64, Duration)> {
+        let end = self.window_end()?;
+        let start = self.window?;
+        if now < end {
+            return None;
+        }
+        self.window = None;
+        let n = std::mem::take(&mut self.unlogged);
+        Some((n, now.saturating_duration_since(start)))
     }
 }
 
@@ -280,6 +319,29 @@ mod tests {
         assert_eq!(r.count(t0 + REFUSAL_LOG_EVERY), Some(99));
         assert_eq!(r.count(t0 + REFUSAL_LOG_EVERY), None);
         assert_eq!(r.total, 102);
+    }
+
+    #[test]
+    fn a_burst_per_window_then_a_summary_at_its_end() {
+        let t0 = Instant::now();
+        let mut r = Refusals::with_burst(3);
+        assert_eq!(r.window_end(), None);
+        for i in 0..3u64 {
+            assert_eq!(r.count(t0 + Duration::from_millis(i)), Some(0));
+        }
+        assert_eq!(r.window_end(), None, "nothing unlogged yet");
+        for i in 3..50u64 {
+            assert_eq!(r.count(t0 + Duration::from_millis(i)), None);
+        }
+        let end = t0 + REFUSAL_LOG_EVERY;
+        assert_eq!(r.window_end(), Some(end));
+        assert_eq!(r.summary(end - Duration::from_millis(1)), None);
+        assert_eq!(r.summary(end), Some((47, REFUSAL_LOG_EVERY)));
+        assert_eq!(r.summary(end), None);
+        assert_eq!(r.window_end(), None);
+        // A new window, its own burst.
+        assert_eq!(r.count(end + Duration::from_secs(5)), Some(0));
+        assert_eq!(r.total, 51);
     }
 
     #[test]

@@ -13,6 +13,8 @@ pub struct InitFigures {
     pub uptime_secs: f64,
     pub log_dropped_lines: u64,
     pub log_dropped_bytes: u64,
+    /// Children init reaped that were no service's main process.
+    pub orphans_reaped: u64,
 }
 
 #[derive(Debug)]
@@ -72,6 +74,12 @@ pub fn render(init: &InitFigures, services: &[ServiceFigures]) -> String {
         "counter",
         "Service log bytes dropped because they could not be written.",
         &one(init.log_dropped_bytes.to_string()),
+    );
+    metric(
+        "orphans_reaped_total",
+        "counter",
+        "Orphaned processes init reaped (each logged only for the first few in 10 s).",
+        &one(init.orphans_reaped.to_string()),
     );
     let per = |f: &dyn Fn(&ServiceFigures) -> Option<String>| -> Vec<(String, String)> {
         services
@@ -214,6 +222,7 @@ mod tests {
         assert!(t.contains("enclave_init_service_last_exit_status{service="));
         assert!(t.contains("enclave_init_connections_refused_total{transport=\"vsock\"} 2\n"));
         assert!(t.contains("enclave_init_uptime_seconds 1.500\n"));
+        assert!(t.contains("enclave_init_orphans_reaped_total 0\n"));
         assert!(t.contains("enclave_init_open_fds "));
         assert!(t.contains("enclave_init_resident_memory_bytes "));
     }

@@ -566,6 +566,65 @@ fn an_escaped_orphan_is_reaped_after_the_service_is_gone() {
     );
 }
 
+/// A service that makes orphans without end cannot flood init.log (one
+/// making 950 a second as `nobody` rotated the audit lines out of it in
+/// under 10 s): the first few in 10 s get a line each, the rest a summary
+/// line with their count when the window ends, and the metric counts all.
+#[test]
+fn a_flood_of_orphans_takes_few_lines_and_is_counted() {
+    // Each `( : & )` leaves init an orphan: 2,000 in a few seconds.
+    let script = "i=0; while [ $i -lt 2000 ]; do ( : & ); i=$((i+1)); done";
+    let init = Init::start(&[("orph", &svc(&sh(script), ""))]);
+    let reaped = || {
+        let r = init.request(r#""Metrics""#);
+        let text = r["Metrics"]["text"].as_str().unwrap_or("").to_string();
+        text.lines()
+            .find_map(|l| l.strip_prefix("enclave_init_orphans_reaped_total "))
+            .and_then(|v| v.parse::<u64>().ok())
+            .unwrap_or(0)
+    };
+    let log = || read_file(&init.log_dir.join("init.log"));
+    let one_by_one = |log: &str| log.matches("reaped orphan ").count() as u64;
+    // (summary lines, the orphans they count)
+    let summed = |log: &str| {
+        let counts: Vec<u64> = log
+            .lines()
+            .filter_map(|l| l.split_once("reaped ")?.1.split_once(" more orphans"))
+            .filter_map(|(n, _)| n.parse().ok())
+            .collect();
+        (counts.len() as u64, counts.iter().sum::<u64>())
+    };
+    // Every orphan reaped is in a line of its own or in a summary (a
+    // summary comes 10 s after the first line of its window). Stop early
+    // once there are too many lines.
+    let mut last = (0, String::new());
+    let settled = |(n, text): &(u64, String)| *n >= 2000 && one_by_one(text) + summed(text).1 == *n;
+    wait_for(
+        || {
+            last = (reaped(), log());
+            settled(&last) || one_by_one(&last.1) > 50
+        },
+        Duration::from_secs(60),
+    );
+    let (n, text) = &last;
+    let (summaries, in_summaries) = summed(text);
+    let lines = one_by_one(text);
+    let head = text.lines().take(20).collect::<Vec<_>>().join("\n");
+    assert!(
+        lines + summaries <= 50,
+        "{lines} + {summaries} lines:\n{head}"
+    );
+    assert!(
+        settled(&last),
+        "{n} reaped, {lines} lines, {in_summaries} in {summaries} summaries:\n{head}"
+    );
+    // At most 10 lines per 10 s window, and a summary for each window but
+    // maybe the last.
+    assert!(summaries >= 1 && lines <= 10 * (summaries + 1), "{text}");
+    assert!(text.contains(" in all)"), "{text}");
+    init.wait_state("orph", "inactive");
+}
+
 // ----- exec failures and invalid files ----------------------------------
 
 #[test]

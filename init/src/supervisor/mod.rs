@@ -38,6 +38,8 @@ use table::Table;
 pub const SVC_BASE: usize = 1 << 61;
 /// Work items done per drain before the reactor gets a turn.
 const DRAIN_BUDGET: usize = 100_000;
+/// Reaped orphans logged one by one per 10 s; the rest in a summary.
+const ORPHAN_LINES: u32 = 10;
 
 /// What a service token stands for.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -146,6 +148,8 @@ pub struct Supervisor<O: Os> {
     /// Services whose log file may be let go at the end of the turn (see
     /// `release_logs`).
     idle_logs: BTreeSet<usize>,
+    /// Orphans reaped: counted (the metric), logged a few per 10 s.
+    orphans: crate::access::Refusals,
 }
 
 impl<O: Os> Supervisor<O> {
@@ -175,6 +179,7 @@ impl<O: Os> Supervisor<O> {
             started_at,
             pipe_buf: Vec::new(),
             idle_logs: BTreeSet::new(),
+            orphans: crate::access::Refusals::with_burst(ORPHAN_LINES),
         }
     }
 
@@ -295,7 +300,13 @@ impl<O: Os> Supervisor<O> {
                     }
                 }
                 None => match self.os.reap(pid) {
-                    Some(exit) => info!("reaped orphan {pid} ({})", exit.describe()),
+                    Some(exit) => {
+                        let now = self.os.now();
+                        self.orphans_summary(now);
+                        if self.orphans.count(now).is_some() {
+                            info!("reaped orphan {pid} ({})", exit.describe());
+                        }
+                    }
                     None => break, // could not reap it: do not spin
                 },
             }
@@ -303,9 +314,24 @@ impl<O: Os> Supervisor<O> {
         self.drain();
     }
 
-    /// The timer fired: machines' deadlines that are due.
+    /// A window of orphans not logged one by one has ended: one line for
+    /// them all, so a service that makes orphans without end (one user's
+    /// fork loop) cannot rotate the audit lines out of init.log.
+    fn orphans_summary(&mut self, now: Instant) {
+        if let Some((n, over)) = self.orphans.summary(now) {
+            info!(
+                "reaped {n} more orphans in the last {} s ({} in all)",
+                over.as_secs(),
+                self.orphans.total
+            );
+        }
+    }
+
+    /// The timer fired: machines' deadlines that are due, the end of a
+    /// window of orphans.
     pub fn on_timer(&mut self) {
         let now = self.os.now();
+        self.orphans_summary(now);
         for id in self.table.due(now) {
             self.queue.push_back(Work::Feed(id, Event::Deadline));
         }
@@ -320,12 +346,14 @@ impl<O: Os> Supervisor<O> {
         self.reload_waiters.retain(|c| *c != client);
     }
 
-    /// The earliest deadline: a machine's, or a held answer's.
+    /// The earliest deadline: a machine's, a held answer's, or the end of
+    /// a window of orphans not logged yet.
     pub fn next_deadline(&self) -> Option<Instant> {
         self.table
             .next_deadline()
             .into_iter()
             .chain(self.held.iter().map(Held::wake))
+            .chain(self.orphans.window_end())
             .min()
     }
 

@@ -210,6 +210,7 @@ impl<O: Os> Supervisor<O> {
         let now = self.os.now();
         let mut init = InitFigures {
             uptime_secs: now.saturating_duration_since(self.started_at).as_secs_f64(),
+            orphans_reaped: self.orphans.total,
             ..InitFigures::default()
         };
         let services = self

@@ -1796,3 +1796,53 @@ fn metrics_show_each_service_and_a_read_only_peer_may_ask() {
     let reply = r.sup.request(9, &ro, Request::Events { since: Some(0) });
     assert!(matches!(reply, Reply::Stream(v) if !v.is_empty()));
 }
+
+/// A flood of orphans cannot flood init.log (a service making 950 a
+/// second rotated the audit lines out in under 10 s): the first few in a
+/// 10 s window get a line each, the rest one summary line when the window
+/// ends (the timer is armed for it), and all of them the metric.
+#[test]
+fn orphan_lines_are_rate_limited_with_a_count() {
+    let mut r = rig(&[]);
+    let lines = std::rc::Rc::new(std::cell::RefCell::new(Vec::<String>::new()));
+    let sink = lines.clone();
+    crate::console::set_sink(Box::new(move |l| sink.borrow_mut().push(l.to_string())));
+    let orphan = |r: &mut Rig| {
+        let os = r.os();
+        os.next_pid += 1;
+        let p = FakeProc {
+            service: String::new(),
+            exit: Some(code(0)),
+            reaped: false,
+        };
+        os.procs.insert(os.next_pid, p);
+        r.sup.on_sigchld();
+        r.tick();
+    };
+    let count = |what: &str| lines.borrow().iter().filter(|l| l.contains(what)).count();
+    let t0 = r.os().now();
+    // 1,000 orphans in 5 s.
+    for _ in 0..1000 {
+        orphan(&mut r);
+        r.advance(Duration::from_millis(5));
+    }
+    let first: Vec<String> = lines.borrow().iter().take(12).cloned().collect();
+    assert_eq!(count("reaped orphan"), 10, "{first:?}");
+    assert_eq!(count("more orphans"), 0);
+    assert_eq!(r.sup.next_deadline(), Some(t0 + Duration::from_secs(10)));
+    r.advance(Duration::from_secs(5));
+    let summary = "[info] reaped 990 more orphans in the last 10 s (1000 in all)";
+    assert_eq!(count(summary), 1, "{:?}", lines.borrow());
+    assert_eq!(r.sup.next_deadline(), None);
+    // The next one opens a new window.
+    orphan(&mut r);
+    assert_eq!(count("reaped orphan"), 11);
+    let Reply::Now(Response::Metrics { text }) = r.sup.request(9, &ROOT, Request::Metrics) else {
+        panic!("no metrics")
+    };
+    assert!(
+        text.contains("\nenclave_init_orphans_reaped_total 1001\n"),
+        "{text}"
+    );
+    crate::console::set_sink(Box::new(|_| {}));
+}
