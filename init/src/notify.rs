@@ -10,7 +10,7 @@ use nix::sys::socket::{
     SockType, UnixAddr,
 };
 use std::io::IoSliceMut;
-use std::os::fd::{AsRawFd, OwnedFd, RawFd};
+use std::os::fd::{AsRawFd, FromRawFd, OwnedFd, RawFd};
 use std::path::{Path, PathBuf};
 
 /// Longest message read; longer ones are cut (sd_notify messages are a few
@@ -18,6 +18,10 @@ use std::path::{Path, PathBuf};
 const MAX_MESSAGE: usize = 4096;
 /// Longest `STATUS=` text kept.
 const MAX_STATUS: usize = 256;
+/// Most fds one datagram can carry (the kernel's SCM_MAX_FD): room for
+/// them all, so the credentials are never lost to a truncated control
+/// buffer. init keeps none (it stores no fds): each is closed at once.
+const MAX_FDS: usize = 253;
 
 /// What one message says (the assignments init acts on; others ignored).
 #[derive(Debug, Default, PartialEq, Eq)]
@@ -86,25 +90,35 @@ impl NotifySocket {
     }
 
     /// The next datagram and its sender's pid (0 when it came without
-    /// credentials); None when there is none now.
+    /// credentials); None when there is none now. Fds sent along
+    /// (sd_pid_notify_with_fds) are closed.
     pub fn recv(&self) -> Option<(i32, Vec<u8>)> {
         let mut buf = vec![0u8; MAX_MESSAGE];
         loop {
-            let mut cmsg = nix::cmsg_space!(nix::sys::socket::UnixCredentials);
+            let mut cmsg = nix::cmsg_space!(nix::sys::socket::UnixCredentials, [RawFd; MAX_FDS]);
             let mut iov = [IoSliceMut::new(&mut buf)];
             let r = recvmsg::<()>(
                 self.fd.as_raw_fd(),
                 &mut iov,
                 Some(&mut cmsg),
-                MsgFlags::MSG_DONTWAIT | MsgFlags::MSG_TRUNC,
+                MsgFlags::MSG_DONTWAIT | MsgFlags::MSG_TRUNC | MsgFlags::MSG_CMSG_CLOEXEC,
             );
             match r {
                 Ok(msg) => {
                     let mut pid = 0;
                     if let Ok(cmsgs) = msg.cmsgs() {
                         for c in cmsgs {
-                            if let ControlMessageOwned::ScmCredentials(cred) = c {
-                                pid = cred.pid();
+                            match c {
+                                ControlMessageOwned::ScmCredentials(cred) => pid = cred.pid(),
+                                ControlMessageOwned::ScmRights(fds) => {
+                                    for fd in fds {
+                                        // SAFETY: the kernel just installed
+                                        // it in init's table; nothing else
+                                        // knows of it.
+                                        drop(unsafe { OwnedFd::from_raw_fd(fd) });
+                                    }
+                                }
+                                _ => {}
                             }
                         }
                     }
@@ -161,6 +175,44 @@ mod tests {
         );
         drop(s);
         assert!(!path.exists());
+        std::fs::remove_dir_all(&dir).unwrap();
+    }
+
+    /// sd_pid_notify_with_fds (READY=1 with FDSTORE=1, say) sends fds
+    /// along: the message was taken as one without credentials (the
+    /// control buffer had no room for the fds), so such a service was
+    /// never believed ready. The text counts, and the fds are closed.
+    #[test]
+    fn a_datagram_with_fds_keeps_its_sender_and_the_fds_are_closed() {
+        use nix::sys::socket::{sendmsg, ControlMessage};
+        use std::io::{IoSlice, Read};
+        let dir = std::env::temp_dir().join(format!("notify-fds-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        let path = dir.join("n.sock");
+        let s = NotifySocket::bind(&path).unwrap();
+        let c = std::os::unix::net::UnixDatagram::unbound().unwrap();
+        let (mut r, w) = std::io::pipe().unwrap();
+        let fds = [w.as_raw_fd(), w.as_raw_fd(), r.as_raw_fd()];
+        let addr = UnixAddr::new(&path).unwrap();
+        sendmsg(
+            c.as_raw_fd(),
+            &[IoSlice::new(b"READY=1")],
+            &[ControlMessage::ScmRights(&fds)],
+            MsgFlags::empty(),
+            Some(&addr),
+        )
+        .unwrap();
+        drop(w);
+        let flags = nix::fcntl::OFlag::O_NONBLOCK;
+        nix::fcntl::fcntl(&r, nix::fcntl::FcntlArg::F_SETFL(flags)).unwrap();
+        let (pid, msg) = s.recv().unwrap();
+        assert_eq!(
+            (pid, msg.as_slice()),
+            (std::process::id() as i32, &b"READY=1"[..])
+        );
+        // Every copy of the write end is closed again: the read end sees EOF.
+        let mut buf = [0u8; 1];
+        assert_eq!(r.read(&mut buf).map_err(|e| e.kind()), Ok(0));
         std::fs::remove_dir_all(&dir).unwrap();
     }
 }
