@@ -59,9 +59,10 @@ pub struct NotifySocket {
 }
 
 impl NotifySocket {
-    /// Bind the socket (a stale one at the path is replaced), writable by
-    /// every local user: services that run as another user must reach it,
-    /// and what they say is believed only from a service's own processes.
+    /// Bind the socket (a stale one at the path is replaced; a live one,
+    /// another init's, is an error and left alone), writable by every
+    /// local user: services that run as another user must reach it, and
+    /// what they say is believed only from a service's own processes.
     pub fn bind(path: &Path) -> std::io::Result<Self> {
         let fd = socket::socket(
             AddressFamily::Unix,
@@ -73,6 +74,17 @@ impl NotifySocket {
         if let Ok(m) = std::fs::symlink_metadata(path) {
             use std::os::unix::fs::FileTypeExt;
             if m.file_type().is_socket() {
+                // A datagram connect reaches a bound socket, and is refused
+                // at a stale one.
+                let live = std::os::unix::net::UnixDatagram::unbound()
+                    .and_then(|probe| probe.connect(path))
+                    .is_ok();
+                if live {
+                    return Err(std::io::Error::new(
+                        std::io::ErrorKind::AddrInUse,
+                        "in use by a running process (another init?); left alone",
+                    ));
+                }
                 let _ = std::fs::remove_file(path);
             }
         }
@@ -175,6 +187,30 @@ mod tests {
         );
         drop(s);
         assert!(!path.exists());
+        std::fs::remove_dir_all(&dir).unwrap();
+    }
+
+    /// A second init with the same socket path took the first one's
+    /// notify socket over (and removed it when it ended), so the first
+    /// one's notify services could not say READY=1 any more.
+    #[test]
+    fn a_live_socket_is_not_taken_over_and_a_stale_one_is() {
+        let dir = std::env::temp_dir().join(format!("notify-live-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        let path = dir.join("n.sock");
+        let first = NotifySocket::bind(&path).unwrap();
+        let e = NotifySocket::bind(&path)
+            .err()
+            .expect("a live socket taken over");
+        assert_eq!(e.kind(), std::io::ErrorKind::AddrInUse, "{e}");
+        let c = std::os::unix::net::UnixDatagram::unbound().unwrap();
+        c.send_to(b"READY=1", &path).unwrap();
+        assert_eq!(first.recv().map(|(_, m)| m), Some(b"READY=1".to_vec()));
+        drop(first);
+        // A stale one (its owner gone, the file left) is replaced.
+        let stale = std::os::unix::net::UnixDatagram::bind(dir.join("s.sock")).unwrap();
+        drop(stale);
+        assert!(NotifySocket::bind(&dir.join("s.sock")).is_ok());
         std::fs::remove_dir_all(&dir).unwrap();
     }
 
