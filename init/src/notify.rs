@@ -171,20 +171,31 @@ mod tests {
         assert_eq!(parse(long.as_bytes()).status.unwrap().len(), MAX_STATUS);
     }
 
-    #[test]
-    fn reads_a_datagram_with_its_sender() {
-        let dir = std::env::temp_dir().join(format!("notify-test-{}", std::process::id()));
+    /// A fresh directory for a test's sockets, and `n.sock` in it.
+    fn scratch(tag: &str) -> (PathBuf, PathBuf) {
+        let dir = std::env::temp_dir().join(format!("{tag}-{}", std::process::id()));
         std::fs::create_dir_all(&dir).unwrap();
         let path = dir.join("n.sock");
-        let s = NotifySocket::bind(&path).unwrap();
-        assert!(s.recv().is_none());
-        let c = std::os::unix::net::UnixDatagram::unbound().unwrap();
-        c.send_to(b"READY=1", &path).unwrap();
+        (dir, path)
+    }
+
+    /// The datagram `s` reads next is READY=1, from this process.
+    fn assert_ready_from_us(s: &NotifySocket) {
         let (pid, msg) = s.recv().unwrap();
         assert_eq!(
             (pid, msg.as_slice()),
             (std::process::id() as i32, &b"READY=1"[..])
         );
+    }
+
+    #[test]
+    fn reads_a_datagram_with_its_sender() {
+        let (dir, path) = scratch("notify-test");
+        let s = NotifySocket::bind(&path).unwrap();
+        assert!(s.recv().is_none());
+        let c = std::os::unix::net::UnixDatagram::unbound().unwrap();
+        c.send_to(b"READY=1", &path).unwrap();
+        assert_ready_from_us(&s);
         drop(s);
         assert!(!path.exists());
         std::fs::remove_dir_all(&dir).unwrap();
@@ -195,9 +206,7 @@ mod tests {
     /// one's notify services could not say READY=1 any more.
     #[test]
     fn a_live_socket_is_not_taken_over_and_a_stale_one_is() {
-        let dir = std::env::temp_dir().join(format!("notify-live-{}", std::process::id()));
-        std::fs::create_dir_all(&dir).unwrap();
-        let path = dir.join("n.sock");
+        let (dir, path) = scratch("notify-live");
         let first = NotifySocket::bind(&path).unwrap();
         let e = NotifySocket::bind(&path)
             .err()
@@ -222,9 +231,7 @@ mod tests {
     fn a_datagram_with_fds_keeps_its_sender_and_the_fds_are_closed() {
         use nix::sys::socket::{sendmsg, ControlMessage};
         use std::io::{IoSlice, Read};
-        let dir = std::env::temp_dir().join(format!("notify-fds-{}", std::process::id()));
-        std::fs::create_dir_all(&dir).unwrap();
-        let path = dir.join("n.sock");
+        let (dir, path) = scratch("notify-fds");
         let s = NotifySocket::bind(&path).unwrap();
         let c = std::os::unix::net::UnixDatagram::unbound().unwrap();
         let (mut r, w) = std::io::pipe().unwrap();
@@ -241,11 +248,7 @@ mod tests {
         drop(w);
         let flags = nix::fcntl::OFlag::O_NONBLOCK;
         nix::fcntl::fcntl(&r, nix::fcntl::FcntlArg::F_SETFL(flags)).unwrap();
-        let (pid, msg) = s.recv().unwrap();
-        assert_eq!(
-            (pid, msg.as_slice()),
-            (std::process::id() as i32, &b"READY=1"[..])
-        );
+        assert_ready_from_us(&s);
         // Every copy of the write end is closed again: the read end sees EOF.
         let mut buf = [0u8; 1];
         assert_eq!(r.read(&mut buf).map_err(|e| e.kind()), Ok(0));
