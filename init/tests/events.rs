@@ -514,3 +514,43 @@ fn figures_event_latency_and_follower_memory() {
     );
     drop(followers);
 }
+
+/// The dropped-lines counters are counters: a reload that removes the
+/// service whose lines were dropped does not take its count away
+/// (Prometheus would read the fall as a reset). The service's lines are
+/// dropped by a planted symlink in log_dir, which init will not follow.
+#[test]
+fn dropped_line_counters_do_not_fall_when_a_service_is_removed() {
+    let init = Init::start(&[("keep", &sleeper(""))]);
+    std::os::unix::fs::symlink("/nonexistent", init.log_dir.join("dropper.log")).unwrap();
+    init.write_service(
+        "dropper",
+        &svc(&sh("while :; do echo line; sleep 0.01; done"), ""),
+    );
+    assert_eq!(init.initctl(&["reload"]).status.code(), Some(0));
+    let metric = |series: &str| {
+        let o = init.initctl(&["metrics"]);
+        sample(&String::from_utf8_lossy(&o.stdout), series)
+    };
+    let lines = "enclave_init_log_dropped_lines_total";
+    let bytes = "enclave_init_log_dropped_bytes_total";
+    assert!(wait_for(|| metric(lines) >= 5.0, TIMEOUT));
+    std::fs::remove_file(init.service_dir.join("dropper.service")).unwrap();
+    let (lines_before, bytes_before) = (metric(lines), metric(bytes));
+    assert_eq!(init.initctl(&["reload"]).status.code(), Some(0));
+    assert!(wait_for(
+        || !init.list().iter().any(|s| s["name"] == "dropper"),
+        TIMEOUT
+    ));
+    assert!(
+        metric(lines) >= lines_before,
+        "{} < {lines_before}",
+        metric(lines)
+    );
+    assert!(
+        metric(bytes) >= bytes_before,
+        "{} < {bytes_before}",
+        metric(bytes)
+    );
+    assert!(lines_before >= 5.0 && bytes_before >= 5.0 * 5.0);
+}

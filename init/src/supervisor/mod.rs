@@ -150,6 +150,9 @@ pub struct Supervisor<O: Os> {
     idle_logs: BTreeSet<usize>,
     /// Orphans reaped: counted (the metric), logged a few per 10 s.
     orphans: crate::access::Refusals,
+    /// Log lines and bytes dropped by services a reload has since
+    /// forgotten: the metrics are counters and must not fall.
+    forgotten_dropped: (u64, u64),
 }
 
 impl<O: Os> Supervisor<O> {
@@ -180,6 +183,7 @@ impl<O: Os> Supervisor<O> {
             pipe_buf: Vec::new(),
             idle_logs: BTreeSet::new(),
             orphans: crate::access::Refusals::with_burst(ORPHAN_LINES),
+            forgotten_dropped: (0, 0),
         }
     }
 
@@ -958,10 +962,12 @@ impl<O: Os> Supervisor<O> {
             for pipe in Pipe::ALL {
                 self.close_pipe(id, pipe);
             }
-            if let Some(s) = self.table.get(id) {
+            if let Some(s) = self.table.remove(id) {
                 self.os.release(&s.name);
+                let (lines, bytes) = s.out.log.dropped();
+                let (l, b) = self.forgotten_dropped;
+                self.forgotten_dropped = (l.saturating_add(lines), b.saturating_add(bytes));
             }
-            self.table.remove(id);
             self.stop_queue.remove(&id);
         }
         self.rebuild_deps(false);

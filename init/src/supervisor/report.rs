@@ -208,18 +208,26 @@ impl<O: Os> Supervisor<O> {
     /// The figures `initctl metrics` shows, as the supervisor knows them.
     pub(super) fn figures(&self) -> (InitFigures, Vec<ServiceFigures>) {
         let now = self.os.now();
-        let mut init = InitFigures {
+        // Every service counts toward init's totals, those removed by a
+        // reload and not yet down too, and those already forgotten.
+        let (lines, bytes) = self
+            .table
+            .iter()
+            .fold(self.forgotten_dropped, |(l, b), (_, s)| {
+                let (lines, bytes) = s.out.log.dropped();
+                (l.saturating_add(lines), b.saturating_add(bytes))
+            });
+        let init = InitFigures {
             uptime_secs: now.saturating_duration_since(self.started_at).as_secs_f64(),
             orphans_reaped: self.orphans.total,
-            ..InitFigures::default()
+            log_dropped_lines: lines,
+            log_dropped_bytes: bytes,
         };
         let services = self
             .table
             .listed()
             .map(|(_, s)| {
-                let (lines, bytes) = s.out.log.dropped();
-                init.log_dropped_lines = init.log_dropped_lines.saturating_add(lines);
-                init.log_dropped_bytes = init.log_dropped_bytes.saturating_add(bytes);
+                let (lines, _) = s.out.log.dropped();
                 ServiceFigures {
                     name: s.name.clone(),
                     up: s.state().active(),
