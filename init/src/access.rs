@@ -212,11 +212,16 @@ impl Refusals {
     /// Once the window has ended: how many went unlogged in it, and since
     /// when (its start). The next `count` opens a new window.
     pub fn summary(&mut self, now: Instant) -> Option<(u64, Duration)> {
-        let end = self.window_end()?;
-        let start = self.window?;
-        if now < end {
+        if now < self.window_end()? {
             return None;
         }
+        self.summary_now(now)
+    }
+
+    /// The same, whether or not the window has ended: for init's end,
+    /// when no later line would carry the count.
+    pub fn summary_now(&mut self, now: Instant) -> Option<(u64, Duration)> {
+        let start = self.window.filter(|_| self.unlogged > 0)?;
         self.window = None;
         let n = std::mem::take(&mut self.unlogged);
         Some((n, now.saturating_duration_since(start)))

@@ -306,7 +306,7 @@ impl<O: Os> Supervisor<O> {
                 None => match self.os.reap(pid) {
                     Some(exit) => {
                         let now = self.os.now();
-                        self.orphans_summary(now);
+                        self.orphans_summary(now, false);
                         if self.orphans.count(now).is_some() {
                             info!("reaped orphan {pid} ({})", exit.describe());
                         }
@@ -321,11 +321,17 @@ impl<O: Os> Supervisor<O> {
     /// A window of orphans not logged one by one has ended: one line for
     /// them all, so a service that makes orphans without end (one user's
     /// fork loop) cannot rotate the audit lines out of init.log.
-    fn orphans_summary(&mut self, now: Instant) {
-        if let Some((n, over)) = self.orphans.summary(now) {
+    /// At init's end (`at_end`) the window still open is summed up too.
+    pub(super) fn orphans_summary(&mut self, now: Instant, at_end: bool) {
+        let summary = if at_end {
+            self.orphans.summary_now(now)
+        } else {
+            self.orphans.summary(now)
+        };
+        if let Some((n, over)) = summary {
             info!(
                 "reaped {n} more orphans in the last {} s ({} in all)",
-                over.as_secs(),
+                over.as_secs().max(1),
                 self.orphans.total
             );
         }
@@ -335,7 +341,7 @@ impl<O: Os> Supervisor<O> {
     /// window of orphans.
     pub fn on_timer(&mut self) {
         let now = self.os.now();
-        self.orphans_summary(now);
+        self.orphans_summary(now, false);
         for id in self.table.due(now) {
             self.queue.push_back(Work::Feed(id, Event::Deadline));
         }

@@ -185,11 +185,14 @@ impl<O: Os> Supervisor<O> {
     }
 
     /// Every service is down and init is about to end: the last event,
-    /// with each service's last exit. Once.
+    /// with each service's last exit (after the orphans not yet summed
+    /// up). Once.
     pub fn final_event(&mut self) {
         if std::mem::replace(&mut self.final_reported, true) {
             return;
         }
+        let now = self.os.now();
+        self.orphans_summary(now, true);
         let services = self.notes(|_| true);
         self.emit(Event {
             kind: "final".into(),

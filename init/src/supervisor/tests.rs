@@ -1846,3 +1846,31 @@ fn orphan_lines_are_rate_limited_with_a_count() {
     );
     crate::console::set_sink(Box::new(|_| {}));
 }
+
+/// Orphans counted in a window that has not ended when init ends get
+/// their summary line before the last event, not never.
+#[test]
+fn orphans_in_the_last_window_are_summed_up_at_the_end() {
+    let mut r = rig(&[]);
+    let lines = std::rc::Rc::new(std::cell::RefCell::new(Vec::<String>::new()));
+    let sink = lines.clone();
+    crate::console::set_sink(Box::new(move |l| sink.borrow_mut().push(l.to_string())));
+    for _ in 0..25 {
+        let os = r.os();
+        os.next_pid += 1;
+        let p = FakeProc {
+            service: String::new(),
+            exit: Some(code(0)),
+            reaped: false,
+        };
+        os.procs.insert(os.next_pid, p);
+        r.sup.on_sigchld();
+        r.advance(Duration::from_millis(100));
+    }
+    let count = |what: &str| lines.borrow().iter().filter(|l| l.contains(what)).count();
+    assert_eq!(count("more orphans"), 0, "the window has not ended");
+    r.sup.final_event();
+    let summary = "[info] reaped 15 more orphans in the last 2 s (25 in all)";
+    assert_eq!(count(summary), 1, "{:?}", lines.borrow());
+    crate::console::set_sink(Box::new(|_| {}));
+}
