@@ -539,16 +539,21 @@ impl Conn {
     }
 
     /// Queue new lines for a follower; drop a follower that stopped reading.
+    /// What is judged is what it left unread before this output, so one
+    /// output bigger than the limit (an event naming a thousand failed
+    /// services) reaches a follower that keeps up; what it holds is then
+    /// at most the limit and one output.
     pub fn send_follow(&mut self, r: &Response, now: Instant) {
         // Already dropped (earlier in this batch): nothing more to hold.
         if self.broken {
             return;
         }
         self.follow_allowance = self.follow_allowance.min(self.queued());
-        self.send(r, now);
         if self.queued() > FOLLOW_LIMIT.saturating_add(self.follow_allowance) {
             self.broken = true;
+            return;
         }
+        self.send(r, now);
     }
 
     /// Output not yet written: queued bytes, and what is still to encode
@@ -693,7 +698,7 @@ mod tests {
             want.extend(serde_json::to_vec(r).unwrap());
             want.push(b'\n');
         }
-        c.answer(answer, now);
+        c.start_follow(vec![answer], now);
         c.flush(now);
         c.send_follow(&follow, now);
         c.send(&Response::ok("after"), now);
@@ -703,6 +708,9 @@ mod tests {
         assert!(c.queued() > 1_000_000, "{}", c.queued());
         let mut got = Vec::new();
         let mut buf = vec![0u8; 1 << 16];
+        // A byte missing fails the test instead of hanging it.
+        b.set_read_timeout(Some(std::time::Duration::from_secs(5)))
+            .unwrap();
         while got.len() < want.len() {
             let n = b.read(&mut buf).unwrap();
             got.extend_from_slice(&buf[..n]);
@@ -734,6 +742,41 @@ mod tests {
             c.send_follow(&line, now);
         }
         assert_eq!(c.queued(), at_drop);
+    }
+
+    /// One output bigger than FOLLOW_LIMIT (a `boot-finished` event naming
+    /// 1,100 failed services with long reasons) reaches a follower that
+    /// reads; one that has not taken it by the next output is dropped.
+    #[test]
+    fn one_output_bigger_than_the_limit_keeps_the_follower() {
+        let (mut c, mut b) = conn();
+        let now = Instant::now();
+        c.start_follow(vec![], now);
+        let big = Response::ok("x".repeat(super::FOLLOW_LIMIT + 100_000));
+        let mut want = serde_json::to_vec(&big).unwrap();
+        want.push(b'\n');
+        c.send_follow(&big, now);
+        c.flush(now);
+        assert!(!c.broken, "a follower that reads is kept");
+        let mut got = Vec::new();
+        let mut buf = vec![0u8; 1 << 16];
+        b.set_read_timeout(Some(std::time::Duration::from_secs(5)))
+            .unwrap();
+        while got.len() < want.len() {
+            let n = b.read(&mut buf).unwrap();
+            got.extend_from_slice(&buf[..n]);
+            c.flush(now);
+        }
+        assert!(got == want, "bytes differ");
+        assert!(!c.broken);
+        // Not read any more: dropped once more than the limit waits, and
+        // never holding more than the limit and one output.
+        for _ in 0..3 {
+            c.send_follow(&big, now);
+            c.flush(now);
+            assert!(c.queued() <= super::FOLLOW_LIMIT + want.len());
+        }
+        assert!(c.broken, "a follower that stopped reading is dropped");
     }
 
     /// Broken JSON ends the connection however it arrives, also when its
