@@ -19,8 +19,8 @@
 //! connections together stay under `CLIENT_MEMORY`: past it the biggest
 //! consumers are dropped (`to_shed`). Each connection closed for either is
 //! logged (rate-limited), and one closed for room is told if it can be.
-//! Per turn a connection is served at most `REQUESTS_PER_TURN` requests,
-//! and at most one expensive one.
+//! Per turn a connection is served at most `REQUESTS_PER_TURN` requests
+//! and `INPUT_PER_TURN` bytes of them, and at most one expensive one.
 
 use crate::access::{self, Peer, Refusals, Role, Who};
 use crate::control::{Conn, Next, Stream, Transport};
@@ -51,6 +51,10 @@ pub const FAREWELL: Duration = Duration::from_secs(2);
 const ACCEPTS_PER_TURN: usize = 64;
 /// Requests served from one connection per loop turn before others get a turn.
 const REQUESTS_PER_TURN: usize = 64;
+/// Request bytes taken from one connection per loop turn: what a turn
+/// spends parsing one client's requests grows with their bytes, not their
+/// number (64 pipelined 64 KiB values are 4 MiB to parse).
+const INPUT_PER_TURN: u64 = shared::MAX_REQUEST_BYTES as u64;
 /// Expensive requests (other than reload, which is coalesced) served per
 /// loop turn per transport, in the order they waited on that transport: a
 /// flood of them from the host never makes the operator inside wait.
@@ -622,6 +626,7 @@ impl Clients {
         now: Instant,
     ) -> bool {
         let mut more = false;
+        let taken = self.conns.get(&cid).map_or(0, |c| c.taken);
         for n in 0.. {
             let Some(c) = self.conns.get_mut(&cid) else {
                 return false;
@@ -629,7 +634,8 @@ impl Clients {
             if !c.wants_requests() {
                 break;
             }
-            let paced = c.heavy_turn == Some(self.turn) && c.has_input();
+            let paced = (c.heavy_turn == Some(self.turn) && c.has_input())
+                || (c.taken - taken >= INPUT_PER_TURN && (c.has_input() || c.may_have_more()));
             if n == REQUESTS_PER_TURN || paced {
                 more = true;
                 break;
@@ -731,66 +737,47 @@ impl Clients {
         self.take_back_spare();
     }
 
-    /// Queue what the supervisor has for clients. Returns the clients that
-    /// got a held answer (they may have more requests to serve).
-    pub fn deliver(&mut self, out: Vec<Out>, now: Instant) -> Vec<ClientId> {
-        let mut answered = Vec::new();
-        for o in out {
-            match o {
-                Out::Answer(cid, r) => {
-                    if let Some(c) = self.conns.get_mut(&cid) {
-                        c.answer(r, now);
-                        c.busy = false;
-                        answered.push(cid);
-                    }
-                }
-                Out::Stream(cid, r) => {
-                    if let Some(c) = self.conns.get_mut(&cid) {
-                        c.send_follow(&r, now);
-                        c.flush(now);
-                    }
-                }
-                Out::Broadcast(cids, r) => {
-                    for cid in cids {
-                        if let Some(c) = self.conns.get_mut(&cid) {
-                            c.send_follow(&r, now);
-                            c.flush(now);
-                        }
-                    }
-                }
-            }
-        }
-        answered
-    }
-
-    /// Deliver, then serve the clients that were waiting on an answer and
-    /// settle every connection touched (flush, drop finished ones).
+    /// Queue what the supervisor has for clients, and serve the clients
+    /// that were waiting on an answer; settle every connection touched
+    /// (flush, count its memory, drop finished ones). Follower output is
+    /// encoded once for all its followers, and each follower is settled
+    /// as soon as it has its copy, so the memory limit holds while a piece
+    /// goes out to hundreds of them. Returns the answered clients that
+    /// have more requests waiting.
     pub fn deliver_and_serve<O: Os>(
         &mut self,
         reg: &Registry,
         sup: &mut Supervisor<O>,
         now: Instant,
     ) -> Vec<ClientId> {
-        let mut again = Vec::new();
-        let out = sup.take_out();
-        let mut touched: Vec<ClientId> = Vec::new();
-        for o in &out {
+        let mut answered = Vec::new();
+        for o in sup.take_out() {
             match o {
-                Out::Answer(c, _) | Out::Stream(c, _) => touched.push(*c),
-                Out::Broadcast(cs, _) => touched.extend(cs),
+                Out::Answer(cid, r) => {
+                    if let Some(c) = self.conns.get_mut(&cid) {
+                        c.answer(r, now);
+                        c.busy = false;
+                        if !answered.contains(&cid) {
+                            answered.push(cid);
+                        }
+                    }
+                }
+                Out::Broadcast(cids, r) => {
+                    let line = crate::control::encode_line(&r);
+                    drop(r);
+                    for cid in cids {
+                        if let Some(c) = self.conns.get_mut(&cid) {
+                            c.send_follow(&line, now);
+                            self.finish(reg, cid, sup, now);
+                        }
+                    }
+                }
             }
         }
-        // Once each (a burst of events touches every follower many times).
-        let mut seen = std::collections::BTreeSet::new();
-        touched.retain(|c| seen.insert(*c));
-        let answered = self.deliver(out, now);
-        for cid in touched {
-            if answered.contains(&cid) {
-                if self.serve(reg, cid, sup, now) {
-                    again.push(cid);
-                }
-            } else {
-                self.finish(reg, cid, sup, now);
+        let mut again = Vec::new();
+        for cid in answered {
+            if self.serve(reg, cid, sup, now) {
+                again.push(cid);
             }
         }
         again

@@ -578,6 +578,80 @@ fn quiet_followers_are_not_shed_for_memory_others_hold() {
     assert!(ping(&init).is_ok());
 }
 
+/// Found by an adversarial review: 48 followers of one service writing
+/// short lines flat out. Each batch of lines (up to 1 MiB read from the
+/// pipe) was copied and encoded once per follower, all of it before the
+/// clients' memory bound was looked at: init peaked at 1.8 GiB and a ping
+/// waited 6 s. Now a batch goes out in 64 KiB pieces encoded once, and the
+/// bound is held as each follower takes its copy. init runs under a 1 GiB
+/// address-space limit, so without the bound it fails here rather than
+/// take the machine's memory.
+#[test]
+fn many_followers_of_a_chatty_service_keep_init_small() {
+    raise_nofile();
+    let init = Init::start_with(
+        &[("chatty", &svc("yes", ""))],
+        Opts {
+            wrapper: vec![
+                "sh".into(),
+                "-c".into(),
+                "ulimit -v 1048576; \"$0\" \"$@\"; exit $?".into(),
+            ],
+            extra_yaml: "max_log_size: 1048576\nmax_log_files: 1\n".into(),
+            ..Opts::default()
+        },
+    );
+    let pid = init.init_pid();
+    init.wait_state("chatty", "running");
+    let stop = Arc::new(AtomicBool::new(false));
+    let bytes = Arc::new(AtomicUsize::new(0));
+    let followers: Vec<_> = (0..48)
+        .map(|_| {
+            let mut s = open(&init);
+            let (stop, bytes) = (stop.clone(), bytes.clone());
+            std::thread::spawn(move || {
+                s.write_all(b"{\"ServiceLogsFollow\":{\"name\":\"chatty\",\"lines\":0}}\n")
+                    .unwrap();
+                s.set_read_timeout(Some(Duration::from_millis(200))).ok();
+                let mut buf = vec![0u8; 1 << 20];
+                while !stop.load(Ordering::Relaxed) {
+                    match s.read(&mut buf) {
+                        Ok(0) => return,
+                        Ok(n) => {
+                            bytes.fetch_add(n, Ordering::Relaxed);
+                        }
+                        Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => {}
+                        Err(_) => return,
+                    }
+                }
+            })
+        })
+        .collect();
+    // The followers get lines: 4 MiB each on average.
+    let got = wait_for(
+        || bytes.load(Ordering::Relaxed) >= (48 * 4) << 20 || !pid_alive(pid),
+        Duration::from_secs(60),
+    );
+    let lat = pings(&init, 20, "48 followers of a chatty service");
+    let peak = init_rss(pid, "VmHWM");
+    stop.store(true, Ordering::Relaxed);
+    for f in followers {
+        f.join().unwrap();
+    }
+    assert!(pid_alive(pid), "init died\n{}", init.stderr_text());
+    eprintln!(
+        "FIGURE 48 followers of `yes`: {} MiB taken, init peak RSS {peak} KiB",
+        bytes.load(Ordering::Relaxed) >> 20
+    );
+    assert!(got, "the followers got too little\n{}", init.stderr_text());
+    assert!(peak < 64 * 1024, "init peaked at {peak} KiB");
+    report(
+        "48 followers of a chatty service, ping",
+        &lat,
+        Duration::from_secs(2),
+    );
+}
+
 fn init_rss(pid: i32, key: &str) -> u64 {
     proc_status_field(pid, key)
         .and_then(|v| v.split_whitespace().next().map(str::to_string))
@@ -647,6 +721,66 @@ fn a_reload_flood_does_not_hold_the_loop() {
         one_reload * 2 + Duration::from_millis(250),
     );
     drop(flood);
+}
+
+/// Found by an adversarial review: eight read-only clients each sending
+/// 64 KiB JSON values that are no request (an array of 8,000 small
+/// objects) without pause. Each cost init 6 ms to build as a `Value`
+/// before it was refused, 64 of them per client per turn, so a ping waited
+/// about 3 s. Now such a value is only skipped over, and a turn takes at
+/// most 64 KiB of requests from one client.
+#[test]
+fn big_values_that_are_no_request_do_not_hold_the_loop() {
+    let init = Init::start(&[]);
+    let body = format!("[{}]\n", vec![r#"{"a":1}"#; 8000].join(","));
+    assert!(body.len() <= 64 * 1024);
+    let stop = Arc::new(AtomicBool::new(false));
+    let answers = Arc::new(AtomicUsize::new(0));
+    let mut writers = Vec::new();
+    for _ in 0..8 {
+        let mut s = open(&init);
+        let mut r = s.try_clone().unwrap();
+        let answers = answers.clone();
+        std::thread::spawn(move || {
+            // Each is answered with an error, and the connection goes on.
+            let mut buf = vec![0u8; 1 << 16];
+            let mut seen = Vec::new();
+            while let Ok(n) = r.read(&mut buf) {
+                if n == 0 {
+                    break;
+                }
+                seen.extend_from_slice(&buf[..n]);
+                while let Some(end) = seen.iter().position(|b| *b == b'\n') {
+                    let line: Vec<u8> = seen.drain(..=end).collect();
+                    assert!(line.starts_with(b"{\"Error\":{\"message\":\"invalid request: "));
+                    answers.fetch_add(1, Ordering::Relaxed);
+                }
+            }
+        });
+        let (stop, body) = (stop.clone(), body.clone());
+        writers.push(std::thread::spawn(move || {
+            while !stop.load(Ordering::Relaxed) {
+                if s.write_all(body.as_bytes()).is_err() {
+                    return;
+                }
+            }
+        }));
+    }
+    assert!(
+        wait_for(|| answers.load(Ordering::Relaxed) >= 64, TIMEOUT),
+        "the values were not answered\n{}",
+        init.stderr_text()
+    );
+    let lat = pings(&init, 30, "eight clients sending big non-requests");
+    stop.store(true, Ordering::Relaxed);
+    let served = answers.load(Ordering::Relaxed);
+    eprintln!("FIGURE eight clients sending 64 KiB non-requests: {served} answered while pinging");
+    report(
+        "eight clients sending big non-requests, ping",
+        &lat,
+        Duration::from_secs(1),
+    );
+    drop(writers);
 }
 
 /// A request arriving a byte at a time is scanned once, not parsed again

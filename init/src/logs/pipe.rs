@@ -9,6 +9,10 @@ use std::os::fd::OwnedFd;
 
 /// Bytes read from one pipe per wakeup before other sources get a turn.
 pub const READ_BUDGET: usize = 1024 * 1024;
+/// The same while someone follows the service: its lines are also held as
+/// strings for the followers until the turn ends, about 56 bytes per line
+/// however short, so 1 MiB of 2-byte lines would be 29 MB.
+pub const FOLLOWED_READ_BUDGET: usize = 2 * PIPE_READ;
 /// One read from an output pipe.
 pub const PIPE_READ: usize = 64 * 1024;
 
@@ -52,8 +56,9 @@ impl Output {
         self.pipes.get(pipe.index()).and_then(Option::as_ref)
     }
 
-    /// Read what `pipe` holds (at most `READ_BUDGET`) into the log; new
-    /// lines go to `lines` when someone follows the service.
+    /// Read what `pipe` holds (at most `READ_BUDGET`, or
+    /// `FOLLOWED_READ_BUDGET` when followed) into the log; new lines go to
+    /// `lines` when someone follows the service.
     pub fn read(
         &mut self,
         pipe: Pipe,
@@ -63,6 +68,11 @@ impl Output {
         lines: &mut Vec<String>,
     ) -> Drained {
         let mut total = 0;
+        let budget = if followed {
+            FOLLOWED_READ_BUDGET
+        } else {
+            READ_BUDGET
+        };
         loop {
             let Some(fd) = self.fd(pipe) else {
                 return Drained::Empty;
@@ -77,7 +87,7 @@ impl Output {
                         self.log.feed_unfollowed(set, pipe, bytes);
                     }
                     total += n;
-                    if total >= READ_BUDGET {
+                    if total >= budget {
                         return Drained::More;
                     }
                 }

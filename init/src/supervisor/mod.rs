@@ -40,6 +40,10 @@ pub const SVC_BASE: usize = 1 << 61;
 const DRAIN_BUDGET: usize = 100_000;
 /// Reaped orphans logged one by one per 10 s; the rest in a summary.
 const ORPHAN_LINES: u32 = 10;
+/// New log lines go to followers in pieces of at most this much text (one
+/// longer line alone), so each follower is judged and every client's
+/// memory counted between pieces.
+const FOLLOW_PIECE: usize = 64 * 1024;
 
 /// What a service token stands for.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -89,9 +93,7 @@ pub type ClientId = u64;
 pub enum Out {
     /// The answer to a held request.
     Answer(ClientId, Response),
-    /// New lines for a follower.
-    Stream(ClientId, Response),
-    /// An event for these followers of events (one copy for all).
+    /// New lines or an event for these followers (one copy for all).
     Broadcast(Vec<ClientId>, Response),
 }
 
@@ -901,27 +903,39 @@ impl<O: Os> Supervisor<O> {
                 None => all.push(*c),
             }
         }
-        if !all.is_empty() {
-            let service = self
-                .table
-                .get(id)
-                .map(|s| s.name.clone())
-                .unwrap_or_default();
-            let r = Response::ServicesLogs {
-                logs: vec![ServiceLines {
-                    service,
-                    logs: lines.clone(),
-                }],
-            };
-            self.out.push(Out::Broadcast(all, r));
-        }
-        for c in one {
-            self.out.push(Out::Stream(
-                c,
-                Response::ServiceLogs {
-                    logs: lines.clone(),
-                },
-            ));
+        let service = self
+            .table
+            .get(id)
+            .map(|s| s.name.clone())
+            .unwrap_or_default();
+        // In pieces, each shared by all its followers (encoded once for
+        // them by `Clients`).
+        let mut lines = lines.into_iter().peekable();
+        while lines.peek().is_some() {
+            let mut piece = Vec::new();
+            let mut bytes = 0;
+            while let Some(l) =
+                lines.next_if(|l| piece.is_empty() || bytes + l.len() <= FOLLOW_PIECE)
+            {
+                bytes += l.len();
+                piece.push(l);
+            }
+            if !all.is_empty() {
+                let logs = if one.is_empty() {
+                    std::mem::take(&mut piece)
+                } else {
+                    piece.clone()
+                };
+                let service = service.clone();
+                let r = Response::ServicesLogs {
+                    logs: vec![ServiceLines { service, logs }],
+                };
+                self.out.push(Out::Broadcast(all.clone(), r));
+            }
+            if !one.is_empty() {
+                let r = Response::ServiceLogs { logs: piece };
+                self.out.push(Out::Broadcast(one.clone(), r));
+            }
         }
     }
 

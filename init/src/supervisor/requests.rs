@@ -36,8 +36,8 @@ pub enum Reply {
     /// client goes away first).
     Later,
     /// The connection now follows a service's log or the events: these
-    /// first answers (the last lines; the kept events), then `Out::Stream`
-    /// or `Out::Broadcast` responses.
+    /// first answers (the last lines; the kept events), then `Out::Broadcast`
+    /// responses.
     Stream(Vec<Response>),
 }
 
