@@ -715,6 +715,27 @@ mod tests {
         (Conn::new(stream, who, Instant::now()), b)
     }
 
+    /// Read `len` bytes of `c`'s output from its peer `b`, flushing `c` as
+    /// the socket takes more. A byte missing fails the test instead of
+    /// hanging it.
+    fn read_out(
+        c: &mut Conn,
+        b: &mut std::os::unix::net::UnixStream,
+        len: usize,
+        now: Instant,
+    ) -> Vec<u8> {
+        let mut got = Vec::new();
+        let mut buf = vec![0u8; 1 << 16];
+        b.set_read_timeout(Some(std::time::Duration::from_secs(5)))
+            .unwrap();
+        while got.len() < len {
+            let n = b.read(&mut buf).unwrap();
+            got.extend_from_slice(&buf[..n]);
+            c.flush(now);
+        }
+        got
+    }
+
     /// A log answer encoded piece by piece is the same bytes as encoded
     /// whole, whatever comes after it; a reader that never reads holds at
     /// most a piece of it encoded.
@@ -743,16 +764,7 @@ mod tests {
         // The socket took what it could; only a piece more is encoded.
         assert!(c.outbuf.len() - c.out_head <= 2 * ENCODE_AHEAD);
         assert!(c.queued() > 1_000_000, "{}", c.queued());
-        let mut got = Vec::new();
-        let mut buf = vec![0u8; 1 << 16];
-        // A byte missing fails the test instead of hanging it.
-        b.set_read_timeout(Some(std::time::Duration::from_secs(5)))
-            .unwrap();
-        while got.len() < want.len() {
-            let n = b.read(&mut buf).unwrap();
-            got.extend_from_slice(&buf[..n]);
-            c.flush(now);
-        }
+        let got = read_out(&mut c, &mut b, want.len(), now);
         assert_eq!(c.queued(), 0);
         assert!(got == want, "bytes differ");
         // Small answers are encoded at once, in one piece.
@@ -797,15 +809,7 @@ mod tests {
         c.send_follow(&big, now);
         c.flush(now);
         assert!(!c.broken, "a follower that reads is kept");
-        let mut got = Vec::new();
-        let mut buf = vec![0u8; 1 << 16];
-        b.set_read_timeout(Some(std::time::Duration::from_secs(5)))
-            .unwrap();
-        while got.len() < want.len() {
-            let n = b.read(&mut buf).unwrap();
-            got.extend_from_slice(&buf[..n]);
-            c.flush(now);
-        }
+        let got = read_out(&mut c, &mut b, want.len(), now);
         assert!(got == want, "bytes differ");
         assert!(!c.broken);
         // Not read any more: dropped once more than the limit waits, and

@@ -456,11 +456,7 @@ fn non_reading_log_clients_cannot_grow_init() {
     let init = Init::start_with(
         &[("ctl", &control_char_service(&dir))],
         Opts {
-            wrapper: vec![
-                "sh".into(),
-                "-c".into(),
-                "ulimit -v 1048576; \"$0\" \"$@\"; exit $?".into(),
-            ],
+            wrapper: under_1gib(),
             ..Opts::default()
         },
     );
@@ -592,11 +588,7 @@ fn many_followers_of_a_chatty_service_keep_init_small() {
     let init = Init::start_with(
         &[("chatty", &svc("yes", ""))],
         Opts {
-            wrapper: vec![
-                "sh".into(),
-                "-c".into(),
-                "ulimit -v 1048576; \"$0\" \"$@\"; exit $?".into(),
-            ],
+            wrapper: under_1gib(),
             extra_yaml: "max_log_size: 1048576\nmax_log_files: 1\n".into(),
             ..Opts::default()
         },
@@ -650,6 +642,14 @@ fn many_followers_of_a_chatty_service_keep_init_small() {
         &lat,
         Duration::from_secs(2),
     );
+}
+
+/// Run init under a 1 GiB address-space limit: a missing memory bound
+/// fails the test instead of taking the machine's memory.
+fn under_1gib() -> Vec<String> {
+    ["sh", "-c", "ulimit -v 1048576; \"$0\" \"$@\"; exit $?"]
+        .map(String::from)
+        .to_vec()
 }
 
 fn init_rss(pid: i32, key: &str) -> u64 {
