@@ -151,8 +151,12 @@ pub enum Action {
     Abort,
     /// SIGKILL the process group.
     Kill,
-    /// Compute requirements and feed `Start { manual: false, .. }`.
-    StartAgain,
+    /// Compute requirements and feed `Start { manual, .. }`: `manual` when
+    /// a user asked (restart, or start during a stop), so it counts as
+    /// theirs (a fresh start limit, no automatic restart).
+    StartAgain {
+        manual: bool,
+    },
 }
 
 /// What `on` decided: the action to carry out and the line to log, if any.
@@ -320,11 +324,11 @@ impl Machine {
             (
                 S::Inactive | S::Waiting { .. } | S::AutoRestart | S::Failed | S::Deferred,
                 E::Restart,
-            ) => Action::StartAgain,
+            ) => Action::StartAgain { manual: true },
             // A oneshot that is done runs again on restart.
             (S::Exited, E::Restart) => {
                 self.state = S::Inactive;
-                Action::StartAgain
+                Action::StartAgain { manual: true }
             }
             // ----- stop
             (S::Starting | S::Running, E::Stop) => self.term(false, p, now),
@@ -352,8 +356,7 @@ impl Machine {
                 self.state = S::Inactive;
                 let failure = self.stop_failure.take();
                 if std::mem::take(&mut self.start_after_stop) {
-                    self.starts.clear();
-                    Action::StartAgain
+                    Action::StartAgain { manual: true }
                 } else if let Some(why) = failure {
                     self.after_end(false, why, false, p, now)
                 } else {
@@ -406,7 +409,7 @@ impl Machine {
             }
             (S::AutoRestart | S::Deferred, E::Deadline) => {
                 self.deadline = None;
-                Action::StartAgain
+                Action::StartAgain { manual: false }
             }
             // Not ready within TimeoutStartSec: stopped, and a failure.
             (S::Starting, E::Deadline) => {
@@ -501,12 +504,13 @@ impl Machine {
 
     fn start(&mut self, manual: bool, req: Req, p: &Policy, now: Instant) -> Action {
         self.deadline = None;
+        // A start by hand begins a fresh start limit, even if it must wait.
+        if manual {
+            self.starts.clear();
+        }
         match req {
             Req::Ready => {
-                if manual {
-                    self.starts.clear();
-                }
-                if self.state == State::AutoRestart {
+                if self.state == State::AutoRestart && !manual {
                     self.restart_count = self.restart_count.saturating_add(1);
                 }
                 self.starts.push_back(now);
@@ -615,7 +619,7 @@ impl Machine {
         if p.restart_sec == 0 && !spawn_failed {
             // No delay: start again in this turn. A failing exec still goes
             // through the timer, so it cannot spin inside one turn.
-            return Action::StartAgain;
+            return Action::StartAgain { manual: false };
         }
         // A deadline beyond what the clock can hold never fires: the
         // service stays in auto-restart until started or stopped by hand.
@@ -698,7 +702,10 @@ mod tests {
         assert_eq!(step.log.as_deref(), Some("restarting in 2s"));
         assert_eq!(m.state, State::AutoRestart);
         assert_eq!(m.deadline, Some(t + Duration::from_secs(2)));
-        assert_eq!(act(&mut m, Event::Deadline, &p, t), Action::StartAgain);
+        assert_eq!(
+            act(&mut m, Event::Deadline, &p, t),
+            Action::StartAgain { manual: false }
+        );
         assert_eq!(act(&mut m, start(), &p, t), Action::Spawn);
         assert_eq!(m.restart_count, 1);
         assert_eq!(m.runs, 2);
@@ -713,7 +720,10 @@ mod tests {
         let mut m = Machine::default();
         let t = Instant::now();
         act(&mut m, start(), &p, t);
-        assert_eq!(act(&mut m, Event::Exited(BAD), &p, t), Action::StartAgain);
+        assert_eq!(
+            act(&mut m, Event::Exited(BAD), &p, t),
+            Action::StartAgain { manual: false }
+        );
         assert_eq!(m.state, State::AutoRestart);
         act(&mut m, start(), &p, t);
         assert_eq!(
@@ -783,7 +793,10 @@ mod tests {
         m.on(start(), &p, t);
         assert_eq!(act(&mut m, Event::Restart, &p, t), Action::Term);
         assert!(m.restart_pending());
-        assert_eq!(act(&mut m, Event::Exited(OK), &p, t), Action::StartAgain);
+        assert_eq!(
+            act(&mut m, Event::Exited(OK), &p, t),
+            Action::StartAgain { manual: true }
+        );
         assert_eq!(m.restart_count, 0);
     }
 
@@ -860,7 +873,10 @@ mod tests {
         assert_eq!(m.state.name(), "deferred");
         assert_eq!(m.deadline, Some(t + DEFER_FIRST));
         for want in [2, 4, 8, 16, 30, 30, 30] {
-            assert_eq!(act(&mut m, Event::Deadline, &p, t), Action::StartAgain);
+            assert_eq!(
+                act(&mut m, Event::Deadline, &p, t),
+                Action::StartAgain { manual: false }
+            );
             assert_eq!(act(&mut m, start(), &p, t), Action::Spawn);
             assert_eq!(m.on(no_fds(), &p, t).log, None, "said once per streak");
             assert_eq!(m.deadline, Some(t + Duration::from_secs(want)));

@@ -1,5 +1,7 @@
 //! The dependency graph of the loaded services as resolved id edges, built
-//! at load and at every reload from the definitions: start order, what each
+//! at load and at every reload from the definitions the next runs use (a
+//! reloaded file's relations hold at once, as after systemd's
+//! daemon-reload, while its running process keeps the rest): start order, what each
 //! service requires, what requires it, what is ordered after it (to be
 //! stopped first) and what it is ordered after (waited for while starting). Every query is pure: nothing here starts or stops.
 
@@ -27,7 +29,7 @@ impl Deps {
         let listed: Vec<(usize, &super::table::Service)> = t.listed().collect();
         let nodes: Vec<crate::graph::Node> = listed
             .iter()
-            .map(|(_, s)| crate::graph::Node::new(&s.name, s.def.as_ref()))
+            .map(|(_, s)| crate::graph::Node::new(&s.name, s.next_def()))
             .collect();
         let o = crate::graph::order(&nodes);
         let ids: BTreeMap<&str, usize> = listed
@@ -49,7 +51,7 @@ impl Deps {
         let mut requires: BTreeMap<usize, Vec<Result<usize, String>>> = BTreeMap::new();
         let mut edges: BTreeSet<(usize, usize)> = BTreeSet::new();
         for (id, s) in &listed {
-            let Some(def) = &s.def else { continue };
+            let Some(def) = s.next_def() else { continue };
             // A service named in its own Requires or RequiredBy is no
             // requirement (warned about by the graph): it would wait for
             // itself.

@@ -502,9 +502,9 @@ impl<O: Os> Supervisor<O> {
         match step.action {
             Action::Spawn => self.spawn(id),
             Action::Term | Action::Abort | Action::Kill => self.signal(id, step.action),
-            Action::StartAgain => self.queue.push_back(Work::Start {
+            Action::StartAgain { manual } => self.queue.push_back(Work::Start {
                 id,
-                manual: false,
+                manual,
                 pull_in: true,
             }),
             Action::None => {}
@@ -692,12 +692,9 @@ impl<O: Os> Supervisor<O> {
     // ----- carrying out actions ------------------------------------------
 
     fn spawn(&mut self, id: usize) {
-        let Some(s) = self.table.get_mut(id) else {
+        let Some(s) = self.table.get(id) else {
             return;
         };
-        if let Some(new) = s.pending.take() {
-            s.def = Some(new);
-        }
         let Some(def) = s.def.clone() else {
             let why = "no valid definition".to_string();
             self.queue

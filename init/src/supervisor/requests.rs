@@ -379,11 +379,12 @@ impl<O: Os> Supervisor<O> {
                 s.load_error.clone().unwrap_or_default()
             ));
         }
+        // A start cancels a stop still waiting for what requires it.
+        self.stop_queue.remove(&id);
         if *s.state() == State::Running {
             return Response::ok(format!("Service '{name}' is already running"));
         }
         let down = self.down_requirements(id);
-        self.stop_queue.remove(&id);
         self.queue.push_back(Work::Start {
             id,
             manual: true,
@@ -565,11 +566,18 @@ impl<O: Os> Supervisor<O> {
                 done,
                 late: late_text,
             } => {
-                if ids
+                let down = |id: &usize| self.table.get(*id).is_none_or(|s| s.state().down());
+                // Up and no longer queued to stop: a start took it back.
+                let taken_back = ids
                     .iter()
-                    .all(|id| self.table.get(*id).is_none_or(|s| s.state().down()))
-                {
+                    .find(|id| !down(id) && !self.stop_queue.contains(id));
+                if ids.iter().all(down) {
                     Outcome::Done(Response::ok(done.clone()))
+                } else if let Some(s) = taken_back.and_then(|id| self.table.get(*id)) {
+                    Outcome::Done(Response::err(format!(
+                        "Service '{}' was started again: its stop was cancelled",
+                        s.name
+                    )))
                 } else if late {
                     Outcome::Done(Response::ok(late_text.clone()))
                 } else {
@@ -607,6 +615,9 @@ impl<O: Os> Supervisor<O> {
                             format!("Service '{name}' restarted; not up yet (starting)"),
                         )),
                         State::Starting if this_run => Outcome::Pending(None),
+                        // Stopped by its start timeout or watchdog: the
+                        // exit tells why.
+                        State::Stopping if this_run && !late => Outcome::Pending(None),
                         _ => Outcome::Done(Response::err(format!(
                             "Service '{name}' did not survive its restart: {}",
                             why()

@@ -1,4 +1,5 @@
-//! The service table: each service's definition, state machine, current
+//! The service table: each service's definition (and the one a reload
+//! left for its next run), state machine, current
 //! process and output, by id, with indexes by pid and by deadline kept in
 //! step with the machines (a machine changes only through `Table::feed`),
 //! and by name for the listed (not removed) services.
@@ -16,7 +17,10 @@ pub struct Service {
     pub file_enabled: bool,
     /// The definition the current or next run uses; None if never valid.
     pub def: Option<ServiceDef>,
-    /// A changed definition from a reload, applied at the next start.
+    /// A changed definition from a reload while a process of the old one
+    /// was alive: it becomes `def` once none is (`Table::feed`), so the
+    /// old run keeps its settings to the end and the next start, however
+    /// it comes, takes the new ones whole.
     pub pending: Option<ServiceDef>,
     pub load_error: Option<String>,
     m: Machine,
@@ -71,8 +75,12 @@ impl Service {
     pub fn policy(&self) -> Policy {
         self.def.as_ref().map(Policy::from).unwrap_or(Policy::NONE)
     }
+    /// The definition the next run uses: the dependency graph's.
+    pub fn next_def(&self) -> Option<&ServiceDef> {
+        self.pending.as_ref().or(self.def.as_ref())
+    }
     pub fn deps(&self) -> Dependencies {
-        let d = self.def.as_ref();
+        let d = self.next_def();
         let get = |f: fn(&ServiceDef) -> &Vec<String>| d.map(f).cloned().unwrap_or_default();
         Dependencies {
             before: get(|d| &d.before),
@@ -161,6 +169,11 @@ impl Table {
         let changed = before.0 != *s.m.state();
         if changed {
             s.changed_at = Some(now);
+        }
+        if !s.m.state().active() {
+            if let Some(new) = s.pending.take() {
+                s.def = Some(new);
+            }
         }
         Some((step, changed))
     }

@@ -470,6 +470,47 @@ fn a_failing_exec_counts_toward_the_start_limit() {
     assert_eq!(r.state("s"), "failed");
 }
 
+/// Found by an adversarial review (s9): `restart` of a service failed by
+/// its start limit gave it one run, not a fresh burst as `start` does.
+#[test]
+fn a_restart_by_hand_clears_the_start_limit() {
+    let extra =
+        "Restart = \"always\"\nRestartSec = 1\nStartLimitBurst = 2\nStartLimitIntervalSec = 100";
+    let mut r = rig(&[svc("s", extra)]);
+    r.exit("s", code(1));
+    r.advance(Duration::from_secs(1));
+    r.exit("s", code(1));
+    assert_eq!(r.state("s"), "failed");
+    assert!(r.reason("s").contains("start limit"), "{}", r.reason("s"));
+    r.send(Request::ServiceRestart { name: name("s") });
+    assert_eq!(r.state("s"), "running");
+    r.exit("s", code(1));
+    assert_eq!(r.state("s"), "auto-restart", "{}", r.reason("s"));
+    r.advance(Duration::from_secs(1));
+    assert_eq!(r.state("s"), "running");
+    r.no_violations();
+}
+
+/// Found by an adversarial review (s3): a `start` or `restart` asked while
+/// the service waits out RestartSec was counted as an automatic restart.
+#[test]
+fn a_start_by_hand_during_the_restart_wait_is_no_automatic_restart() {
+    let mut r = rig(&[svc("s", "Restart = \"always\"\nRestartSec = 5")]);
+    r.exit("s", code(1));
+    assert_eq!(r.state("s"), "auto-restart");
+    r.send(Request::ServiceStart { name: name("s") });
+    assert_eq!(r.state("s"), "running");
+    r.exit("s", code(1));
+    r.send(Request::ServiceRestart { name: name("s") });
+    assert_eq!(r.state("s"), "running");
+    assert_eq!(r.restarts("s"), 0);
+    r.exit("s", code(1));
+    r.advance(Duration::from_secs(5));
+    assert_eq!(r.state("s"), "running");
+    assert_eq!(r.restarts("s"), 1, "the timer's start is one");
+    r.no_violations();
+}
+
 #[test]
 fn stop_escalates_to_sigkill_and_answers_once() {
     let mut r = rig(&[svc("s", "Restart = \"always\"\nTimeoutStopSec = 3")]);
@@ -768,6 +809,34 @@ fn stopping_a_requirement_stops_its_dependents_first() {
     );
 }
 
+/// Found by an adversarial review (s11): `start db` while db waits in the
+/// stop queue for what requires it answered "already running" and left it
+/// queued, so db was stopped anyway. A start takes it out of the queue, as
+/// a systemd start job replaces a waiting stop job, and the held stop is
+/// answered that it was cancelled.
+#[test]
+fn a_start_during_a_pending_dependency_stop_keeps_the_service() {
+    let mut r = rig(&[svc("db", ""), svc("app", "Requires = [\"db\"]")]);
+    r.os().obey_term.insert(name("db"));
+    let (db, app) = (r.pid("db").unwrap(), r.pid("app").unwrap());
+    let (stop, _) = r.send(Request::ServiceStop { name: name("db") });
+    assert_eq!(r.state("app"), "stopping", "app ignores SIGTERM");
+    assert_eq!(r.state("db"), "running", "waits for app");
+    let (_, reply) = r.send(Request::ServiceStart { name: name("db") });
+    let Reply::Now(a) = reply else {
+        panic!("{reply:?}")
+    };
+    assert_eq!(ok_text(&a), "Service 'db' is already running");
+    let msg = err_text(r.answer(stop).unwrap()).to_string();
+    assert!(msg.contains("cancelled"), "{msg}");
+    r.exit_pid(app);
+    assert_eq!(r.state("app"), "inactive");
+    assert_eq!(r.state("db"), "running");
+    assert_eq!(r.pid("db"), Some(db), "never stopped");
+    assert!(!r.os().stop_signals().contains(&(db, Signal::SIGTERM)));
+    r.no_violations();
+}
+
 #[test]
 fn reload_adds_removes_and_changes() {
     let mut r = rig(&[svc("keep", ""), svc("gone", ""), svc("edit", "")]);
@@ -821,6 +890,62 @@ fn reload_reports_files_enabled_or_disabled_on_disk() {
     );
     assert_eq!(r.state("b"), "inactive");
     assert_eq!(r.pid("c"), Some(c_pid), "still running, untouched");
+    r.no_violations();
+}
+
+/// Found by an adversarial review (s1): a reload's new Type and
+/// TimeoutStartSec did not decide the next run, because the machine took
+/// the start with the old definition and the new one was swapped in only
+/// at the spawn after it. A simple service made notify was "running" at
+/// once; a notify one made simple was killed at the old TimeoutStartSec.
+#[test]
+fn a_type_changed_by_reload_decides_the_next_run() {
+    let mut r = rig(&[svc("api", "")]);
+    r.os().obey_term.insert(name("api"));
+    let file = r.dir.join("services").join("api.service");
+    let notify = "ExecStart = \"run api\"\nType = \"notify\"\nTimeoutStartSec = 5\n";
+    std::fs::write(&file, notify).unwrap();
+    r.send(Request::SystemReload);
+    assert_eq!(r.state("api"), "running", "the old run goes on");
+    r.send(Request::ServiceRestart { name: name("api") });
+    r.sup.on_sigchld();
+    r.tick();
+    assert_eq!(r.state("api"), "starting", "a notify run is up once ready");
+    ready(&mut r, "api");
+    assert_eq!(r.state("api"), "running");
+    std::fs::write(&file, "ExecStart = \"run api\"\n").unwrap();
+    r.send(Request::SystemReload);
+    r.send(Request::ServiceRestart { name: name("api") });
+    r.sup.on_sigchld();
+    r.tick();
+    assert_eq!(r.state("api"), "running", "a simple run is up at once");
+    let pid = r.pid("api");
+    r.advance(Duration::from_secs(6));
+    assert_eq!(r.state("api"), "running");
+    assert_eq!(r.pid("api"), pid, "not stopped at the old TimeoutStartSec");
+    r.no_violations();
+}
+
+/// Found by an adversarial review (s2): a `Requires` added by a reload was
+/// ignored by the next start, as the dependency graph was built from the
+/// running definition and not rebuilt when the new one took over.
+#[test]
+fn requires_added_by_reload_governs_the_next_start() {
+    let restarts = "Restart = \"always\"\nRestartSec = 1";
+    let mut r = rig(&[svc("db", ""), svc("app", restarts)]);
+    r.os().obey_term.insert(name("db"));
+    r.send(Request::ServiceStop { name: name("db") });
+    r.sup.on_sigchld();
+    r.tick();
+    assert_eq!(r.state("db"), "inactive");
+    let file = r.dir.join("services").join("app.service");
+    let text = format!("ExecStart = \"run app\"\n{restarts}\nRequires = [\"db\"]\n");
+    std::fs::write(file, text).unwrap();
+    r.send(Request::SystemReload);
+    r.exit("app", code(1));
+    r.advance(Duration::from_secs(1));
+    assert_eq!(r.state("db"), "running", "pulled in by the new Requires");
+    assert_eq!(r.state("app"), "running");
     r.no_violations();
 }
 
@@ -1476,6 +1601,27 @@ fn a_notify_service_not_ready_in_time_is_stopped_and_failed() {
     assert_eq!(r.state("db"), "starting");
     assert_eq!(r.restarts("db"), 1);
     r.no_violations();
+}
+
+/// A restarted notify service stopped by its start timeout: the restart's
+/// answer waits for the exit and says why (it said the old run's "killed
+/// by SIGTERM" as soon as the stop began).
+#[test]
+fn a_restart_not_ready_in_time_says_so() {
+    let mut r = rig(&[svc("db", "Type = \"notify\"\nTimeoutStartSec = 2")]);
+    r.os().obey_term.insert(name("db"));
+    ready(&mut r, "db");
+    let (c, _) = r.send(Request::ServiceRestart { name: name("db") });
+    r.sup.on_sigchld();
+    r.tick();
+    assert_eq!(r.state("db"), "starting");
+    r.advance(Duration::from_secs(2));
+    assert!(r.answer(c).is_none(), "{:?}", r.answer(c));
+    r.sup.on_sigchld();
+    r.tick();
+    assert_eq!(r.state("db"), "failed");
+    let msg = err_text(r.answer(c).unwrap()).to_string();
+    assert!(msg.contains("not ready within 2s"), "{msg}");
 }
 
 /// Once ready, WATCHDOG=1 must come within WatchdogSec: a miss aborts the
