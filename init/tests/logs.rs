@@ -650,6 +650,52 @@ fn a_last_line_without_newline_is_flushed_when_the_pipe_closes() {
     );
 }
 
+/// Found by an adversarial review (s10): a run's last line without a
+/// newline was logged only once the pipe closed, so when a child it left
+/// held the pipe (here one that escaped the process group, without
+/// cgroups) it came after the run's exit line, or after the next run's
+/// lines. It is the run's own and is logged before its exit line.
+#[test]
+fn a_runs_last_line_without_newline_comes_before_its_exit_line() {
+    let pidfile = std::env::temp_dir().join(format!("init-held-pipe-{}.pid", std::process::id()));
+    let _ = std::fs::remove_file(&pidfile);
+    let script = format!(
+        "setsid sh -c \"echo \\$\\$ > {p}; exec sleep 60\" & \
+         until [ -s {p} ]; do sleep 0.01; done; printf tail-of-run; exit 3",
+        p = pidfile.display()
+    );
+    let init = Init::start_with(
+        &[("held", &svc(&sh(&script), ""))],
+        Opts {
+            env: vec![("INIT_NO_CGROUPS".into(), "1".into())],
+            ..Opts::default()
+        },
+    );
+    let lines = wait_body(&init, "held", "[init] exited with code 3");
+    let b: Vec<String> = bodies(&lines).into_iter().map(no_pid).collect();
+    let kept = wait_for(
+        || std::fs::read_to_string(&pidfile).is_ok_and(|p| !p.is_empty()),
+        TIMEOUT,
+    );
+    if let Some(pid) = std::fs::read_to_string(&pidfile)
+        .ok()
+        .and_then(|p| p.trim().parse::<i32>().ok())
+    {
+        kill(pid, 9);
+    }
+    let _ = std::fs::remove_file(&pidfile);
+    assert!(kept, "the child that holds the pipe never ran: {b:?}");
+    assert_eq!(
+        b[..3],
+        [
+            "[init] started with PID N",
+            "tail-of-run",
+            "[init] exited with code 3"
+        ],
+        "{b:?}"
+    );
+}
+
 #[test]
 fn a_one_mib_line_is_split_into_64k_pieces_and_nothing_is_lost() {
     let init = Init::start(&[(

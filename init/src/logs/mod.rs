@@ -199,7 +199,8 @@ impl ServiceLog {
         });
     }
 
-    /// The pipe closed: flush a final line that had no newline.
+    /// The pipe closed, or the run that wrote it ended: flush a final line
+    /// that had no newline.
     pub fn close_stream(&mut self, s: &LogSettings, pipe: Pipe, out: &mut Vec<String>) {
         let partial = self.framer.take_partial(pipe);
         if partial.is_empty() {

@@ -800,7 +800,9 @@ impl<O: Os> Supervisor<O> {
             }
         }
         for pipe in Pipe::ALL {
-            self.read_pipe(id, pipe);
+            if !self.read_pipe(id, pipe) {
+                self.end_partial_line(id, pipe);
+            }
         }
         self.log_event(id, &exit.describe());
         self.queue.push_back(Work::Feed(id, Event::Exited(exit)));
@@ -835,6 +837,18 @@ impl<O: Os> Supervisor<O> {
                 false
             }
         }
+    }
+
+    /// The run ended and its pipe is drained: a last line it left without
+    /// a newline is its own and is logged now, before its exit line,
+    /// though a child it left may still hold the pipe (what that child
+    /// writes starts a new line).
+    fn end_partial_line(&mut self, id: usize, pipe: Pipe) {
+        let mut lines = Vec::new();
+        if let Some(s) = self.table.get_mut(id) {
+            s.out.log.close_stream(&self.logset, pipe, &mut lines);
+        }
+        self.forward(id, lines);
     }
 
     fn close_pipe(&mut self, id: usize, pipe: Pipe) {
