@@ -17,7 +17,8 @@
 //! `ACCEPTS_PER_TURN` connections are taken per listener per loop turn, so
 //! a new client is read before a flood can push it out. All buffers of all
 //! connections together stay under `CLIENT_MEMORY`: past it the biggest
-//! consumers are dropped (`to_shed`). Each connection closed for either is
+//! consumers are dropped, read-only peers before full-access ones
+//! (`to_shed`). Each connection closed for either is
 //! logged (rate-limited), and one closed for room is told if it can be.
 //! Per turn a connection is served at most `REQUESTS_PER_TURN` requests
 //! and `INPUT_PER_TURN` bytes of them, and at most one expensive one.
@@ -123,6 +124,8 @@ pub struct Slot {
     pub memory: usize,
     /// Output not taken yet.
     pub queued: usize,
+    /// A full-access peer: shed after the read-only ones.
+    pub full: bool,
 }
 
 /// The connection to close so that one more fits in `transport`'s budget:
@@ -138,16 +141,18 @@ pub fn to_evict(slots: &[Slot], transport: Transport, budget: usize) -> Option<C
 }
 
 /// The connections to drop so that all of them hold at most `limit` bytes:
-/// the biggest first, those that have stalled (output waiting, none taken
-/// and no request within `FLOWING`) before the others. A connection with
-/// nothing to take (a quiet follower, a client between requests) has not
-/// stalled, however long it has been quiet.
+/// those that have stalled (output waiting, none taken and no request
+/// within `FLOWING`) first, then read-only peers, then full-access ones, the
+/// biggest first within each, so a peer that may only read cannot push an
+/// operator's answer out by asking for big ones. A connection with nothing
+/// to take (a quiet follower, a client between requests) has not stalled,
+/// however long it has been quiet.
 pub fn to_shed(slots: &[Slot], limit: usize, now: Instant) -> Vec<ClientId> {
     let mut total: usize = slots.iter().map(|s| s.memory).sum();
     let mut order: Vec<&Slot> = slots.iter().filter(|s| s.memory > 0).collect();
     order.sort_by_key(|s| {
         let stalled = s.queued > 0 && now.saturating_duration_since(s.last_activity) >= FLOWING;
-        (!stalled, std::cmp::Reverse(s.memory), s.id)
+        (!stalled, s.full, std::cmp::Reverse(s.memory), s.id)
     });
     let mut shed = Vec::new();
     for s in order {
@@ -528,6 +533,7 @@ impl Clients {
                 last_activity: c.last_activity,
                 memory: c.counted,
                 queued: c.queued(),
+                full: c.who.role == Role::Full,
             })
             .collect()
     }
@@ -906,6 +912,7 @@ mod tests {
             last_activity: now - Duration::from_secs(age_s),
             memory: 0,
             queued: 0,
+            full: true,
         }
     }
 
@@ -961,6 +968,31 @@ mod tests {
         assert_eq!(to_shed(&slots, 6 * mb, now), vec![1, 3]);
         assert_eq!(to_shed(&slots, 5 * mb, now), vec![1, 3, 4]);
         assert_eq!(to_shed(&slots, 2 * mb, now), vec![1, 3, 4, 2]);
+    }
+
+    /// Found by an adversarial review (c3): read-only peers reading big log
+    /// answers slowly but steadily got a root `logs -n 10000` answer cut
+    /// (once in 20), as the biggest was shed first whoever asked.
+    #[test]
+    fn read_only_peers_are_shed_before_a_full_access_one() {
+        let now = Instant::now() + Duration::from_secs(1000);
+        let mb = 1024 * 1024;
+        let mut slots = Vec::new();
+        for i in 1..=4 {
+            let mut s = slot(i, Transport::Unix, 0, now);
+            s.full = false;
+            s.memory = 4 * mb;
+            s.queued = 4 * mb;
+            slots.push(s);
+        }
+        let mut root = slot(9, Transport::Unix, 0, now);
+        root.memory = 5 * mb;
+        root.queued = 5 * mb;
+        slots.push(root);
+        assert_eq!(to_shed(&slots, 16 * mb, now), vec![1, 2]);
+        // Stalled, a full-access peer goes first all the same.
+        slots[4].last_activity = now - Duration::from_secs(60);
+        assert_eq!(to_shed(&slots, 16 * mb, now), vec![9]);
     }
 
     /// Found by an adversarial review: a quiet follower (nothing queued)
