@@ -17,8 +17,8 @@
 //! `ACCEPTS_PER_TURN` connections are taken per listener per loop turn, so
 //! a new client is read before a flood can push it out. All buffers of all
 //! connections together stay under `CLIENT_MEMORY`: past it the biggest
-//! consumers are dropped, read-only peers before full-access ones
-//! (`to_shed`). Each connection closed for either is
+//! consumers are dropped, read-only peers before full-access ones when
+//! they hold enough (`to_shed`). Each connection closed for either is
 //! logged (rate-limited), and one closed for room is told if it can be.
 //! Per turn a connection is served at most `REQUESTS_PER_TURN` requests
 //! and `INPUT_PER_TURN` bytes of them, and at most one expensive one.
@@ -142,17 +142,28 @@ pub fn to_evict(slots: &[Slot], transport: Transport, budget: usize) -> Option<C
 
 /// The connections to drop so that all of them hold at most `limit` bytes:
 /// those that have stalled (output waiting, none taken and no request
-/// within `FLOWING`) first, then read-only peers, then full-access ones, the
-/// biggest first within each, so a peer that may only read cannot push an
-/// operator's answer out by asking for big ones. A connection with nothing
-/// to take (a quiet follower, a client between requests) has not stalled,
+/// within `FLOWING`) first, then the biggest first. When the read-only
+/// peers (with the stalled) hold enough to get under `limit`, they go
+/// before any full-access one, so a peer that may only read cannot push an
+/// operator's answer out by asking for big ones; when they do not, they
+/// are not dropped for a little they hold. A connection with nothing to
+/// take (a quiet follower, a client between requests) has not stalled,
 /// however long it has been quiet.
 pub fn to_shed(slots: &[Slot], limit: usize, now: Instant) -> Vec<ClientId> {
     let mut total: usize = slots.iter().map(|s| s.memory).sum();
+    let stalled =
+        |s: &Slot| s.queued > 0 && now.saturating_duration_since(s.last_activity) >= FLOWING;
+    let over = total.saturating_sub(limit);
+    let read_only_first = slots
+        .iter()
+        .filter(|s| stalled(s) || !s.full)
+        .map(|s| s.memory)
+        .sum::<usize>()
+        >= over;
     let mut order: Vec<&Slot> = slots.iter().filter(|s| s.memory > 0).collect();
     order.sort_by_key(|s| {
-        let stalled = s.queued > 0 && now.saturating_duration_since(s.last_activity) >= FLOWING;
-        (!stalled, s.full, std::cmp::Reverse(s.memory), s.id)
+        let full_later = read_only_first && s.full;
+        (!stalled(s), full_later, std::cmp::Reverse(s.memory), s.id)
     });
     let mut shed = Vec::new();
     for s in order {
@@ -993,6 +1004,28 @@ mod tests {
         // Stalled, a full-access peer goes first all the same.
         slots[4].last_activity = now - Duration::from_secs(60);
         assert_eq!(to_shed(&slots, 16 * mb, now), vec![9]);
+    }
+
+    /// Found by an adversarial review (adv6): a quiet read-only follower
+    /// (the host's `logs -f`, 8 KiB of buffers) was shed first though
+    /// dropping it could not bring the total under the bound.
+    #[test]
+    fn a_small_read_only_follower_is_not_shed_for_nothing() {
+        let now = Instant::now() + Duration::from_secs(1000);
+        let mb = 1024 * 1024;
+        let mut slots = Vec::new();
+        for i in 1..=4 {
+            let mut s = slot(i, Transport::Unix, 0, now);
+            s.memory = 4 * mb + 100 * 1024;
+            s.queued = 4 * mb;
+            slots.push(s);
+        }
+        let mut host = slot(9, Transport::Vsock, 0, now);
+        host.full = false;
+        host.following = true;
+        host.memory = 8 * 1024;
+        slots.push(host);
+        assert_eq!(to_shed(&slots, 16 * mb, now), vec![1]);
     }
 
     /// Found by an adversarial review: a quiet follower (nothing queued)

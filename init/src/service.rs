@@ -276,10 +276,11 @@ impl Machine {
     pub fn state(&self) -> &State {
         &self.state
     }
-    /// Why it is failed, invalid, waiting, or why its last run ended badly.
+    /// Why it is failed, invalid, waiting, being stopped as a failure
+    /// (start timeout, watchdog), or why its last run ended badly.
     pub fn reason(&self) -> Option<String> {
         match self.state.waiting_on() {
-            [] => self.reason.clone(),
+            [] => self.stop_failure.clone().or_else(|| self.reason.clone()),
             on => Some(format!("waiting for {}", on.join(", "))),
         }
     }
@@ -508,11 +509,13 @@ impl Machine {
         if manual {
             self.starts.clear();
         }
+        // An automatic restart counts when it is decided, as systemd's
+        // NRestarts, whether it starts at once or waits for a requirement.
+        if self.state == State::AutoRestart && !manual {
+            self.restart_count = self.restart_count.saturating_add(1);
+        }
         match req {
             Req::Ready => {
-                if self.state == State::AutoRestart && !manual {
-                    self.restart_count = self.restart_count.saturating_add(1);
-                }
                 self.starts.push_back(now);
                 self.reason = None;
                 match p.kind {

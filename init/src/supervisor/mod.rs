@@ -516,6 +516,12 @@ impl<O: Os> Supervisor<O> {
         if let Some(success) = step.ended {
             self.end_action(id, success);
         }
+        // After the ended run's own end action: the next run's definition.
+        if let Some(why) = self.table.apply_pending(id) {
+            self.rebuild_deps(false);
+            self.queue
+                .push_front(Work::Feed(id, Event::Invalidated(why)));
+        }
     }
 
     /// A run ended for good: its `SuccessAction` or `FailureAction`, if
@@ -960,6 +966,25 @@ impl<O: Os> Supervisor<O> {
             error!("{}: {e}", u.path.display());
         }
         self.table.add(u)
+    }
+
+    /// A file with no listed service of its name: a service a reload
+    /// removed that is not gone yet comes back as the same service (its
+    /// process, log and cgroup; no stop for it any more), any other is
+    /// added. Starting it is the caller's.
+    fn add_or_revive(&mut self, u: UnitFile) -> usize {
+        let Some(id) = self.table.revive(&u.name) else {
+            return self.add_service(u);
+        };
+        for w in &u.warnings {
+            warn!("{}: {w}", u.path.display());
+        }
+        let path = u.path.clone();
+        self.stop_queue.remove(&id);
+        if let Err(e) = self.update_service(id, u) {
+            error!("{}: {e}", path.display());
+        }
+        id
     }
 
     fn rebuild_deps(&mut self, report: bool) {

@@ -373,15 +373,15 @@ impl<O: Os> Supervisor<O> {
         let Some(s) = self.table.get(id) else {
             return Response::err(format!("Service '{name}' not found"));
         };
-        if s.def.is_none() && s.pending.is_none() {
+        if s.def.is_none() {
             return Response::err(format!(
                 "Service '{name}' is invalid: {}",
                 s.load_error.clone().unwrap_or_default()
             ));
         }
-        // A start cancels a stop still waiting for what requires it.
-        self.stop_queue.remove(&id);
-        if *s.state() == State::Running {
+        let running = *s.state() == State::Running;
+        self.keep_up(id);
+        if running {
             return Response::ok(format!("Service '{name}' is already running"));
         }
         let down = self.down_requirements(id);
@@ -429,8 +429,8 @@ impl<O: Os> Supervisor<O> {
         }
     }
 
-    /// What `id` requires (transitively) that is down now, in start order.
-    fn down_requirements(&self, id: usize) -> Vec<usize> {
+    /// What `id` requires, transitively.
+    fn all_requirements(&self, id: usize) -> BTreeSet<usize> {
         let mut found = BTreeSet::new();
         let mut todo = vec![id];
         while let Some(x) = todo.pop() {
@@ -440,6 +440,22 @@ impl<O: Os> Supervisor<O> {
                 }
             }
         }
+        found
+    }
+
+    /// A start or restart by hand cancels the queued stops of the service
+    /// and of what it requires (a stop still waiting for what requires
+    /// them), as a systemd start job replaces waiting stop jobs.
+    fn keep_up(&mut self, id: usize) {
+        self.stop_queue.remove(&id);
+        for r in self.all_requirements(id) {
+            self.stop_queue.remove(&r);
+        }
+    }
+
+    /// What `id` requires (transitively) that is down now, in start order.
+    fn down_requirements(&self, id: usize) -> Vec<usize> {
+        let found = self.all_requirements(id);
         let down = |r: &usize| self.table.get(*r).is_some_and(|s| s.state().down());
         self.deps
             .order()
@@ -519,7 +535,7 @@ impl<O: Os> Supervisor<O> {
                 }
             }
         }
-        self.stop_queue.remove(&id);
+        self.keep_up(id);
         self.queue.push_back(Work::Feed(id, Event::Restart));
         self.hold(
             client,
@@ -567,7 +583,7 @@ impl<O: Os> Supervisor<O> {
                 late: late_text,
             } => {
                 let down = |id: &usize| self.table.get(*id).is_none_or(|s| s.state().down());
-                // Up and no longer queued to stop: a start took it back.
+                // Up and no longer queued to stop: a start kept it up.
                 let taken_back = ids
                     .iter()
                     .find(|id| !down(id) && !self.stop_queue.contains(id));
@@ -575,7 +591,7 @@ impl<O: Os> Supervisor<O> {
                     Outcome::Done(Response::ok(done.clone()))
                 } else if let Some(s) = taken_back.and_then(|id| self.table.get(*id)) {
                     Outcome::Done(Response::err(format!(
-                        "Service '{}' was started again: its stop was cancelled",
+                        "Service '{}' was not stopped: a start cancelled its stop",
                         s.name
                     )))
                 } else if late {
@@ -821,7 +837,7 @@ impl<O: Os> Supervisor<O> {
                 }
             }
             None => {
-                self.add_service(u);
+                self.add_or_revive(u);
             }
         }
         self.rebuild_deps(false);
@@ -829,7 +845,7 @@ impl<O: Os> Supervisor<O> {
 
     /// Apply a re-read file to a known service. Returns whether the
     /// definition changed, or the error.
-    fn update_service(&mut self, id: usize, u: UnitFile) -> Result<bool, String> {
+    pub(super) fn update_service(&mut self, id: usize, u: UnitFile) -> Result<bool, String> {
         let Some(s) = self.table.get_mut(id) else {
             return Ok(false);
         };
@@ -837,12 +853,17 @@ impl<O: Os> Supervisor<O> {
         match u.def {
             Ok(new) => {
                 s.load_error = None;
-                let current = s.pending.as_ref().or(s.def.as_ref());
+                let current = match &s.pending {
+                    Some(Ok(d)) => Some(d),
+                    Some(Err(_)) => None,
+                    None => s.def.as_ref(),
+                };
                 if current == Some(&new) {
                     return Ok(false);
                 }
                 if s.state().active() && s.def.is_some() {
-                    s.pending = Some(new);
+                    // Back to what runs: nothing left to take over.
+                    s.pending = (s.def.as_ref() != Some(&new)).then_some(Ok(new));
                 } else {
                     s.def = Some(new);
                     s.pending = None;
@@ -851,12 +872,16 @@ impl<O: Os> Supervisor<O> {
                 Ok(true)
             }
             Err(e) => {
-                if !s.state().active() {
+                if s.state().active() && s.def.is_some() {
+                    // The running process goes on; the service is invalid
+                    // once it has ended.
+                    s.pending = Some(Err(e.clone()));
+                } else {
                     s.def = None;
+                    s.pending = None;
                     self.queue
                         .push_back(Work::Feed(id, Event::Invalidated(e.clone())));
                 }
-                s.pending = None;
                 s.load_error = Some(e.clone());
                 Err(e)
             }
@@ -940,7 +965,7 @@ impl<O: Os> Supervisor<O> {
                     if let Err(e) = &u.def {
                         errors.push(format!("{path}: {e}"));
                     }
-                    new_ids.push(self.add_service(u));
+                    new_ids.push(self.add_or_revive(u));
                     added.push(name);
                 }
             }

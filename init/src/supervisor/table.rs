@@ -17,11 +17,12 @@ pub struct Service {
     pub file_enabled: bool,
     /// The definition the current or next run uses; None if never valid.
     pub def: Option<ServiceDef>,
-    /// A changed definition from a reload while a process of the old one
-    /// was alive: it becomes `def` once none is (`Table::feed`), so the
-    /// old run keeps its settings to the end and the next start, however
-    /// it comes, takes the new ones whole.
-    pub pending: Option<ServiceDef>,
+    /// What a reload read while a process of the old run was alive: the
+    /// changed definition, or why the file is now invalid. It takes over
+    /// once none is (`Table::apply_pending`), so the old run keeps its
+    /// settings to the end and the next start, however it comes, takes the
+    /// new ones whole (or finds the service invalid).
+    pub pending: Option<Result<ServiceDef, String>>,
     pub load_error: Option<String>,
     m: Machine,
     proc_: Option<Proc>,
@@ -69,15 +70,20 @@ impl Service {
     pub fn proc_(&self) -> Option<&Proc> {
         self.proc_.as_ref()
     }
+    /// Started at boot: the file's name and the next run's `ServiceEnable`.
     pub fn enabled(&self) -> bool {
-        self.file_enabled && self.def.as_ref().is_none_or(|d| d.service_enable)
+        self.file_enabled && self.next_def().is_none_or(|d| d.service_enable)
     }
     pub fn policy(&self) -> Policy {
         self.def.as_ref().map(Policy::from).unwrap_or(Policy::NONE)
     }
-    /// The definition the next run uses: the dependency graph's.
+    /// The definition the next run uses: the dependency graph's. A file
+    /// made invalid keeps the running one's until that run ends.
     pub fn next_def(&self) -> Option<&ServiceDef> {
-        self.pending.as_ref().or(self.def.as_ref())
+        match &self.pending {
+            Some(Ok(d)) => Some(d),
+            Some(Err(_)) | None => self.def.as_ref(),
+        }
     }
     pub fn deps(&self) -> Dependencies {
         let d = self.next_def();
@@ -146,6 +152,21 @@ impl Table {
             }
         }
     }
+    /// A reload found the file of a service it had removed back before
+    /// that one was forgotten: listed again, the same service.
+    pub fn revive(&mut self, name: &str) -> Option<usize> {
+        if self.removed == 0 || self.by_name.contains_key(name) {
+            return None;
+        }
+        let (id, s) = self
+            .services
+            .iter_mut()
+            .find(|(_, s)| s.removed && s.name == name)?;
+        s.removed = false;
+        self.removed -= 1;
+        self.by_name.insert(name.to_string(), *id);
+        Some(*id)
+    }
     pub fn any_removed(&self) -> bool {
         self.removed > 0
     }
@@ -170,12 +191,27 @@ impl Table {
         if changed {
             s.changed_at = Some(now);
         }
-        if !s.m.state().active() {
-            if let Some(new) = s.pending.take() {
+        Some((step, changed))
+    }
+
+    /// Once no process of the old run is alive, what a reload read takes
+    /// over. Returns why the file is invalid, if it is: the caller feeds
+    /// `Invalidated`.
+    pub fn apply_pending(&mut self, id: usize) -> Option<String> {
+        let s = self.services.get_mut(&id)?;
+        if s.m.state().active() {
+            return None;
+        }
+        match s.pending.take()? {
+            Ok(new) => {
                 s.def = Some(new);
+                None
+            }
+            Err(why) => {
+                s.def = None;
+                Some(why)
             }
         }
-        Some((step, changed))
     }
 
     /// A new generation number for a process and its pipes.

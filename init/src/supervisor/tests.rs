@@ -511,6 +511,27 @@ fn a_start_by_hand_during_the_restart_wait_is_no_automatic_restart() {
     r.no_violations();
 }
 
+/// Found by an adversarial review (adv6): an automatic restart that had
+/// to wait for a requirement was never counted.
+#[test]
+fn an_automatic_restart_that_waits_for_a_requirement_is_counted() {
+    let always = "Restart = \"always\"";
+    let mut r = rig(&[
+        svc("db", &format!("{always}\nRestartSec = 5")),
+        svc(
+            "app",
+            &format!("{always}\nRestartSec = 1\nRequires = [\"db\"]"),
+        ),
+    ]);
+    r.exit("db", code(1));
+    r.exit("app", code(1));
+    r.advance(Duration::from_secs(1));
+    assert_eq!(r.state("app"), "waiting");
+    r.advance(Duration::from_secs(4));
+    assert_eq!(r.state("app"), "running");
+    assert_eq!((r.restarts("db"), r.restarts("app")), (1, 1));
+}
+
 #[test]
 fn stop_escalates_to_sigkill_and_answers_once() {
     let mut r = rig(&[svc("s", "Restart = \"always\"\nTimeoutStopSec = 3")]);
@@ -828,12 +849,59 @@ fn a_start_during_a_pending_dependency_stop_keeps_the_service() {
     };
     assert_eq!(ok_text(&a), "Service 'db' is already running");
     let msg = err_text(r.answer(stop).unwrap()).to_string();
-    assert!(msg.contains("cancelled"), "{msg}");
+    assert_eq!(
+        msg,
+        "Service 'db' was not stopped: a start cancelled its stop"
+    );
     r.exit_pid(app);
     assert_eq!(r.state("app"), "inactive");
     assert_eq!(r.state("db"), "running");
     assert_eq!(r.pid("db"), Some(db), "never stopped");
     assert!(!r.os().stop_signals().contains(&(db, Signal::SIGTERM)));
+    r.no_violations();
+}
+
+/// Found by an adversarial review (adv6): `start app` while app is being
+/// stopped for `stop db` brought app back but let db be stopped under it;
+/// in a chain, `start b` kept b and let c go. A start keeps up what it
+/// requires too.
+#[test]
+fn a_start_during_a_dependency_stop_keeps_what_it_requires() {
+    let mut r = rig(&[svc("db", ""), svc("app", "Requires = [\"db\"]")]);
+    r.os().obey_term.insert(name("db"));
+    let (db, app) = (r.pid("db").unwrap(), r.pid("app").unwrap());
+    let (stop, _) = r.send(Request::ServiceStop { name: name("db") });
+    assert_eq!(r.state("app"), "stopping");
+    let (_, reply) = r.send(Request::ServiceStart { name: name("app") });
+    let Reply::Now(a) = reply else {
+        panic!("{reply:?}")
+    };
+    assert!(ok_text(&a).contains("will start once"), "{a:?}");
+    let msg = err_text(r.answer(stop).unwrap()).to_string();
+    assert_eq!(
+        msg,
+        "Service 'db' was not stopped: a start cancelled its stop"
+    );
+    r.exit_pid(app);
+    assert_eq!(r.state("app"), "running");
+    assert_eq!(r.state("db"), "running");
+    assert_eq!(r.pid("db"), Some(db), "never stopped");
+
+    let mut r = rig(&[
+        svc("c", ""),
+        svc("b", "Requires = [\"c\"]"),
+        svc("a", "Requires = [\"b\"]"),
+    ]);
+    r.os().obey_term.insert(name("c"));
+    r.os().obey_term.insert(name("b"));
+    let (a, c) = (r.pid("a").unwrap(), r.pid("c").unwrap());
+    r.send(Request::ServiceStop { name: name("c") });
+    assert_eq!(r.state("a"), "stopping");
+    r.send(Request::ServiceStart { name: name("b") });
+    r.exit_pid(a);
+    assert_eq!(r.state("a"), "inactive", "stopped as asked");
+    assert_eq!(r.state("b"), "running");
+    assert_eq!(r.pid("c"), Some(c), "b runs, so c does");
     r.no_violations();
 }
 
@@ -947,6 +1015,81 @@ fn requires_added_by_reload_governs_the_next_start() {
     assert_eq!(r.state("db"), "running", "pulled in by the new Requires");
     assert_eq!(r.state("app"), "running");
     r.no_violations();
+}
+
+/// Found by an adversarial review (adv6): a running service whose file a
+/// reload made invalid was restarted, and could be started, with its old
+/// definition. Once its run ends it is invalid.
+#[test]
+fn a_file_made_invalid_while_running_makes_the_service_invalid_once_it_ends() {
+    let restarts = "Restart = \"always\"\nRestartSec = 1";
+    let mut r = rig(&[svc("s", restarts)]);
+    let file = r.dir.join("services").join("s.service");
+    let broken = format!("ExecStart = \"run s\"\n{restarts}\nbogus = [\n");
+    std::fs::write(&file, broken).unwrap();
+    r.send(Request::SystemReload);
+    assert_eq!(r.state("s"), "running", "the running process goes on");
+    r.exit("s", code(1));
+    assert_eq!(r.state("s"), "invalid");
+    r.advance(Duration::from_secs(1));
+    assert_eq!(r.state("s"), "invalid");
+    let (_, reply) = r.send(Request::ServiceStart { name: name("s") });
+    let Reply::Now(a) = reply else {
+        panic!("{reply:?}")
+    };
+    assert!(err_text(&a).contains("is invalid"), "{a:?}");
+    assert_eq!(r.os().next_pid, 1, "never started again");
+    // Fixed, it starts.
+    std::fs::write(&file, format!("ExecStart = \"run s\"\n{restarts}\n")).unwrap();
+    r.send(Request::SystemReload);
+    r.send(Request::ServiceStart { name: name("s") });
+    assert_eq!(r.state("s"), "running");
+    r.no_violations();
+}
+
+/// Found by an adversarial review (adv6): a file removed (its service
+/// stopping, slowly) and put back before the old process was gone made a
+/// second service of the same name, and a second process beside the first.
+/// It is the same service again: it runs once the old process is gone.
+#[test]
+fn a_file_removed_and_put_back_before_its_service_is_gone_is_the_same_service() {
+    let mut r = rig(&[svc("s", "TimeoutStopSec = 10")]);
+    let old = r.pid("s").unwrap();
+    let file = r.dir.join("services").join("s.service");
+    let text = std::fs::read_to_string(&file).unwrap();
+    std::fs::remove_file(&file).unwrap();
+    r.send(Request::SystemReload);
+    assert_eq!(r.os().stop_signals(), vec![(old, Signal::SIGTERM)]);
+    std::fs::write(&file, &text).unwrap();
+    let (c, _) = r.send(Request::SystemReload);
+    let msg = ok_text(r.answer(c).unwrap()).to_string();
+    assert!(msg.starts_with("Reloaded: added s;"), "{msg}");
+    assert_eq!(r.os().live_of("s"), 1);
+    assert_eq!(r.sup.table.len(), 1, "one service");
+    r.exit("s", by(Signal::SIGTERM));
+    assert_eq!(
+        r.state("s"),
+        "running",
+        "started again once the old one is gone"
+    );
+    assert_ne!(r.pid("s"), Some(old));
+    assert_eq!(r.os().live_of("s"), 1);
+    r.no_violations();
+}
+
+/// Found by an adversarial review (adv6): `ServiceEnable = false` set by a
+/// reload on a running service was not reported and was not what the
+/// service counted as until its run ended.
+#[test]
+fn service_enable_false_by_reload_is_reported_at_once() {
+    let mut r = rig(&[svc("s", "")]);
+    let file = r.dir.join("services").join("s.service");
+    std::fs::write(&file, "ExecStart = \"run s\"\nServiceEnable = false\n").unwrap();
+    let (c, _) = r.send(Request::SystemReload);
+    let msg = ok_text(r.answer(c).unwrap()).to_string();
+    assert!(msg.contains("now disabled s"), "{msg}");
+    assert!(!r.sup.table.get(r.id("s")).unwrap().enabled());
+    assert_eq!(r.state("s"), "running", "nothing stopped for it");
 }
 
 /// Reloads asked in the same turn are one reload: each asker gets its
@@ -1620,6 +1763,32 @@ fn a_restart_not_ready_in_time_says_so() {
     r.sup.on_sigchld();
     r.tick();
     assert_eq!(r.state("db"), "failed");
+    let msg = err_text(r.answer(c).unwrap()).to_string();
+    assert!(msg.contains("not ready within 2s"), "{msg}");
+}
+
+/// Found by an adversarial review (adv6): the same, with a stop that
+/// outlasts the answer's wait: the late answer gave the old run's exit.
+#[test]
+fn a_restart_not_ready_in_time_and_slow_to_stop_says_why() {
+    let mut r = rig(&[svc(
+        "db",
+        "Type = \"notify\"\nTimeoutStartSec = 2\nTimeoutStopSec = 10",
+    )]);
+    ready(&mut r, "db");
+    let old = r.pid("db").unwrap();
+    let (c, _) = r.send(Request::ServiceRestart { name: name("db") });
+    r.os().exit(old, by(Signal::SIGTERM));
+    r.sup.on_sigchld();
+    r.tick();
+    r.advance(Duration::from_secs(2));
+    assert_eq!(r.state("db"), "stopping");
+    assert!(
+        r.reason("db").contains("not ready within 2s"),
+        "{}",
+        r.reason("db")
+    );
+    r.advance(REPLY_WAIT);
     let msg = err_text(r.answer(c).unwrap()).to_string();
     assert!(msg.contains("not ready within 2s"), "{msg}");
 }
