@@ -303,6 +303,10 @@ impl Machine {
     pub fn restart_pending(&self) -> bool {
         self.start_after_stop
     }
+    /// Stopping because the run failed (start timeout, watchdog).
+    pub fn stopping_as_failure(&self) -> bool {
+        self.stop_failure.is_some()
+    }
 
     pub fn on(&mut self, ev: Event, p: &Policy, now: Instant) -> Step {
         use Event as E;

@@ -466,7 +466,7 @@ impl<O: Os> Supervisor<O> {
             self.feed(id, Event::Stop);
             return;
         }
-        let (req, pull) = self.requirements(id, pull_in);
+        let (req, pull) = self.requirements(id, pull_in, manual);
         if pull.is_empty() {
             self.feed(id, Event::Start { manual, req });
             return;
@@ -516,7 +516,6 @@ impl<O: Os> Supervisor<O> {
         if let Some(success) = step.ended {
             self.end_action(id, success);
         }
-        // After the ended run's own end action: the next run's definition.
         if let Some(why) = self.table.apply_pending(id) {
             self.rebuild_deps(false);
             self.queue
@@ -531,7 +530,9 @@ impl<O: Os> Supervisor<O> {
         let Some(s) = self.table.get(id) else {
             return;
         };
-        let Some(d) = &s.def else { return };
+        // The file's as it is now: a reload that took the action out is
+        // obeyed, though the run began before it.
+        let Some(d) = s.next_def() else { return };
         let (key, action) = match success {
             true => ("SuccessAction", d.success_action),
             false => ("FailureAction", d.failure_action),
@@ -583,8 +584,9 @@ impl<O: Os> Supervisor<O> {
     }
 
     /// Can `id` start now? The answer, and the inactive requirements to
-    /// start first when `pull_in`. Reads only.
-    fn requirements(&self, id: usize, pull_in: bool) -> (Req, Vec<usize>) {
+    /// start first when `pull_in`; for a start by hand also those being
+    /// stopped (not for a failure), to start again once down. Reads only.
+    fn requirements(&self, id: usize, pull_in: bool, manual: bool) -> (Req, Vec<usize>) {
         let reqs = self.deps.requires(id);
         if reqs.is_empty() && self.deps.earlier(id).is_empty() {
             return (Req::Ready, Vec::new());
@@ -633,6 +635,16 @@ impl<O: Os> Supervisor<O> {
                 }
                 State::Inactive => {
                     return fail(format!("required service '{name}' is not running"));
+                }
+                State::Stopping
+                    if pull_in
+                        && manual
+                        && !rs.m().restart_pending()
+                        && !rs.m().stopping_as_failure()
+                        && !self.stop_queue.contains(&rid) =>
+                {
+                    pull.push(rid);
+                    wait.push(name.clone());
                 }
                 State::Waiting { .. }
                 | State::Starting

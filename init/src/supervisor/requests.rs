@@ -380,7 +380,7 @@ impl<O: Os> Supervisor<O> {
             ));
         }
         let running = *s.state() == State::Running;
-        self.keep_up(id);
+        let kept = self.keep_up(id);
         if running {
             return Response::ok(format!("Service '{name}' is already running"));
         }
@@ -391,6 +391,12 @@ impl<O: Os> Supervisor<O> {
             pull_in: true,
         });
         self.drain();
+        // A start that failed keeps nothing up: the stops go on.
+        if self.table.get(id).is_none_or(|s| s.state().down()) && !kept.is_empty() {
+            self.stop_queue.extend(kept);
+            self.queue_stops();
+            self.drain();
+        }
         // Named as a stop names the dependents it stopped.
         let started: Vec<&str> = down
             .iter()
@@ -446,11 +452,13 @@ impl<O: Os> Supervisor<O> {
     /// A start or restart by hand cancels the queued stops of the service
     /// and of what it requires (a stop still waiting for what requires
     /// them), as a systemd start job replaces waiting stop jobs.
-    fn keep_up(&mut self, id: usize) {
-        self.stop_queue.remove(&id);
-        for r in self.all_requirements(id) {
-            self.stop_queue.remove(&r);
-        }
+    /// Returns the stops it cancelled.
+    fn keep_up(&mut self, id: usize) -> Vec<usize> {
+        let mut set = self.all_requirements(id);
+        set.insert(id);
+        set.into_iter()
+            .filter(|x| self.stop_queue.remove(x))
+            .collect()
     }
 
     /// What `id` requires (transitively) that is down now, in start order.
@@ -535,7 +543,7 @@ impl<O: Os> Supervisor<O> {
                 }
             }
         }
-        self.keep_up(id);
+        let _ = self.keep_up(id);
         self.queue.push_back(Work::Feed(id, Event::Restart));
         self.hold(
             client,
@@ -590,10 +598,16 @@ impl<O: Os> Supervisor<O> {
                 if ids.iter().all(down) {
                     Outcome::Done(Response::ok(done.clone()))
                 } else if let Some(s) = taken_back.and_then(|id| self.table.get(*id)) {
-                    Outcome::Done(Response::err(format!(
-                        "Service '{}' was not stopped: a start cancelled its stop",
-                        s.name
-                    )))
+                    Outcome::Done(match s.state() {
+                        State::Stopping => Response::ok(format!(
+                            "Service '{}' is stopping; a start asked since starts it again",
+                            s.name
+                        )),
+                        _ => Response::err(format!(
+                            "Service '{}' was not stopped: a start cancelled its stop",
+                            s.name
+                        )),
+                    })
                 } else if late {
                     Outcome::Done(Response::ok(late_text.clone()))
                 } else {

@@ -19,9 +19,10 @@ pub struct Service {
     pub def: Option<ServiceDef>,
     /// What a reload read while a process of the old run was alive: the
     /// changed definition, or why the file is now invalid. It takes over
-    /// once none is (`Table::apply_pending`), so the old run keeps its
+    /// once none is (`Table::apply_pending`), so the old run keeps its own
     /// settings to the end and the next start, however it comes, takes the
-    /// new ones whole (or finds the service invalid).
+    /// new ones whole (or finds the service invalid). What follows the
+    /// end (`policy`, the end action) is the new file's already.
     pub pending: Option<Result<ServiceDef, String>>,
     pub load_error: Option<String>,
     m: Machine,
@@ -74,8 +75,18 @@ impl Service {
     pub fn enabled(&self) -> bool {
         self.file_enabled && self.next_def().is_none_or(|d| d.service_enable)
     }
+    /// The machine's policy: the running definition's for the run itself
+    /// (type, timeouts, watchdog), the next run's for what follows its end
+    /// (`Restart`, `RestartSec`, the start limit), as after systemd's
+    /// daemon-reload.
     pub fn policy(&self) -> Policy {
-        self.def.as_ref().map(Policy::from).unwrap_or(Policy::NONE)
+        let mut p = self.def.as_ref().map(Policy::from).unwrap_or(Policy::NONE);
+        if let Some(Ok(next)) = &self.pending {
+            let n = Policy::from(next);
+            (p.restart, p.restart_sec) = (n.restart, n.restart_sec);
+            (p.burst, p.interval_sec) = (n.burst, n.interval_sec);
+        }
+        p
     }
     /// The definition the next run uses: the dependency graph's. A file
     /// made invalid keeps the running one's until that run ends.

@@ -905,6 +905,66 @@ fn a_start_during_a_dependency_stop_keeps_what_it_requires() {
     r.no_violations();
 }
 
+/// Found by an adversarial review (adv7): `start app` while what it
+/// requires was being stopped (app already down) failed app once db was
+/// down. A start by hand starts the requirement again once it is down.
+#[test]
+fn a_start_by_hand_brings_back_a_requirement_being_stopped() {
+    let mut r = rig(&[svc("db", ""), svc("app", "Requires = [\"db\"]")]);
+    r.os().obey_term.insert(name("app"));
+    r.send(Request::ServiceStop { name: name("app") });
+    r.sup.on_sigchld();
+    r.tick();
+    let (stop, _) = r.send(Request::ServiceStop { name: name("db") });
+    assert_eq!(r.state("db"), "stopping");
+    let (_, reply) = r.send(Request::ServiceStart { name: name("app") });
+    let Reply::Now(a) = reply else {
+        panic!("{reply:?}")
+    };
+    assert!(ok_text(&a).contains("waiting for db"), "{a:?}");
+    let msg = ok_text(r.answer(stop).unwrap()).to_string();
+    assert_eq!(
+        msg,
+        "Service 'db' is stopping; a start asked since starts it again"
+    );
+    r.exit("db", by(Signal::SIGTERM));
+    assert_eq!(r.state("db"), "running");
+    assert_eq!(r.state("app"), "running");
+    r.no_violations();
+}
+
+/// Found by an adversarial review (adv7): a start that failed (a missing
+/// requirement) still cancelled the stop of what it requires.
+#[test]
+fn a_start_that_fails_cancels_no_stop() {
+    let mut r = rig(&[
+        svc("db", ""),
+        svc("app2", "Requires = [\"db\"]"),
+        svc("app", "Requires = [\"db\", \"missing\"]"),
+    ]);
+    r.os().obey_term.insert(name("db"));
+    assert_eq!(r.state("app"), "failed");
+    let (db, app2) = (r.pid("db").unwrap(), r.pid("app2").unwrap());
+    let (stop, _) = r.send(Request::ServiceStop { name: name("db") });
+    assert_eq!(r.state("app2"), "stopping");
+    let (_, reply) = r.send(Request::ServiceStart { name: name("app") });
+    let Reply::Now(a) = reply else {
+        panic!("{reply:?}")
+    };
+    assert!(err_text(&a).contains("'missing' does not exist"), "{a:?}");
+    r.exit_pid(app2);
+    r.sup.on_sigchld();
+    r.tick();
+    assert!(
+        !r.os().pid_alive(db),
+        "db stopped as asked: {}",
+        r.state("db")
+    );
+    let msg = ok_text(r.answer(stop).unwrap()).to_string();
+    assert!(msg.ends_with("stopped"), "{msg}");
+    r.no_violations();
+}
+
 #[test]
 fn reload_adds_removes_and_changes() {
     let mut r = rig(&[svc("keep", ""), svc("gone", ""), svc("edit", "")]);
@@ -991,6 +1051,33 @@ fn a_type_changed_by_reload_decides_the_next_run() {
     r.advance(Duration::from_secs(6));
     assert_eq!(r.state("api"), "running");
     assert_eq!(r.pid("api"), pid, "not stopped at the old TimeoutStartSec");
+    r.no_violations();
+}
+
+/// Found by an adversarial review (adv7): a reload that took
+/// `FailureAction = "poweroff"` out still powered off when the run that
+/// began before it failed; the same for `Restart`. What follows a run's
+/// end is the file's as it is now, as after systemd's daemon-reload.
+#[test]
+fn what_follows_a_runs_end_is_the_reloaded_files() {
+    let mut r = rig(&[svc("s", "FailureAction = \"poweroff\"")]);
+    let file = r.dir.join("services").join("s.service");
+    std::fs::write(&file, "ExecStart = \"run s\"\n").unwrap();
+    r.send(Request::SystemReload);
+    r.exit("s", code(3));
+    assert_eq!(r.state("s"), "failed");
+    assert!(
+        r.sup.ending.is_none(),
+        "powered off by an action the file lost"
+    );
+
+    let mut r = rig(&[svc("s", "Restart = \"always\"\nRestartSec = 0")]);
+    let file = r.dir.join("services").join("s.service");
+    std::fs::write(&file, "ExecStart = \"run s\"\nRestart = \"no\"\n").unwrap();
+    r.send(Request::SystemReload);
+    r.exit("s", code(3));
+    assert_eq!(r.state("s"), "failed", "not restarted");
+    assert_eq!(r.os().next_pid, 1);
     r.no_violations();
 }
 
