@@ -373,7 +373,10 @@ impl<O: Os> Supervisor<O> {
         let Some(s) = self.table.get(id) else {
             return Response::err(format!("Service '{name}' not found"));
         };
-        if s.def.is_none() {
+        // A file made invalid while it runs: no run after this one.
+        let invalid_next = matches!(s.pending, Some(Err(_)))
+            && !matches!(s.state(), State::Running | State::Starting);
+        if s.def.is_none() || invalid_next {
             return Response::err(format!(
                 "Service '{name}' is invalid: {}",
                 s.load_error.clone().unwrap_or_default()

@@ -1134,6 +1134,30 @@ fn a_file_made_invalid_while_running_makes_the_service_invalid_once_it_ends() {
     r.no_violations();
 }
 
+/// Found by an adversarial review (adv7): `start` during the stop of a
+/// service whose file a reload made invalid promised a start that never
+/// came. It is refused, as the file is invalid.
+#[test]
+fn a_start_during_the_stop_of_a_service_made_invalid_is_refused() {
+    let mut r = rig(&[svc("s", "")]);
+    let file = r.dir.join("services").join("s.service");
+    std::fs::write(&file, "ExecStart = [\n").unwrap();
+    r.send(Request::SystemReload);
+    r.send(Request::ServiceStop { name: name("s") });
+    assert_eq!(r.state("s"), "stopping");
+    let (_, reply) = r.send(Request::ServiceStart { name: name("s") });
+    let Reply::Now(a) = reply else {
+        panic!("{reply:?}")
+    };
+    assert!(
+        err_text(&a).starts_with("Service 's' is invalid: "),
+        "{a:?}"
+    );
+    r.exit("s", by(Signal::SIGTERM));
+    assert_eq!(r.state("s"), "invalid");
+    r.no_violations();
+}
+
 /// Found by an adversarial review (adv6): a file removed (its service
 /// stopping, slowly) and put back before the old process was gone made a
 /// second service of the same name, and a second process beside the first.
