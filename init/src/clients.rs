@@ -927,6 +927,15 @@ mod tests {
         }
     }
 
+    /// A connection reading an answer now, with `memory` bytes of it queued.
+    fn reading(id: ClientId, memory: usize, now: Instant) -> Slot {
+        Slot {
+            memory,
+            queued: memory,
+            ..slot(id, Transport::Unix, 0, now)
+        }
+    }
+
     #[test]
     fn each_transport_has_its_own_budget() {
         let now = Instant::now() + Duration::from_secs(1000);
@@ -990,16 +999,11 @@ mod tests {
         let mb = 1024 * 1024;
         let mut slots = Vec::new();
         for i in 1..=4 {
-            let mut s = slot(i, Transport::Unix, 0, now);
+            let mut s = reading(i, 4 * mb, now);
             s.full = false;
-            s.memory = 4 * mb;
-            s.queued = 4 * mb;
             slots.push(s);
         }
-        let mut root = slot(9, Transport::Unix, 0, now);
-        root.memory = 5 * mb;
-        root.queued = 5 * mb;
-        slots.push(root);
+        slots.push(reading(9, 5 * mb, now));
         assert_eq!(to_shed(&slots, 16 * mb, now), vec![1, 2]);
         // Stalled, a full-access peer goes first all the same.
         slots[4].last_activity = now - Duration::from_secs(60);
@@ -1015,10 +1019,7 @@ mod tests {
         let mb = 1024 * 1024;
         let mut slots = Vec::new();
         for i in 1..=4 {
-            let mut s = slot(i, Transport::Unix, 0, now);
-            s.memory = 4 * mb + 100 * 1024;
-            s.queued = 4 * mb;
-            slots.push(s);
+            slots.push(reading(i, 4 * mb + 100 * 1024, now));
         }
         let mut host = slot(9, Transport::Vsock, 0, now);
         host.full = false;
@@ -1040,12 +1041,7 @@ mod tests {
         quiet.memory = 8 * 1024;
         let mut slots = vec![quiet, slot(2, Transport::Unix, 60, now)];
         slots[1].memory = 4 * 1024; // between requests
-        for i in 10..18 {
-            let mut s = slot(i, Transport::Unix, 0, now);
-            s.memory = 4 * mb;
-            s.queued = 4 * mb;
-            slots.push(s);
-        }
+        slots.extend((10..18).map(|i| reading(i, 4 * mb, now)));
         let shed = to_shed(&slots, 16 * mb, now);
         assert_eq!(shed, vec![10, 11, 12, 13, 14], "{shed:?}");
     }

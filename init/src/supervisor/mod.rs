@@ -971,9 +971,7 @@ impl<O: Os> Supervisor<O> {
     // ----- loading ---------------------------------------------------------
 
     fn add_service(&mut self, u: UnitFile) -> usize {
-        for w in &u.warnings {
-            warn!("{}: {w}", u.path.display());
-        }
+        warn_of(&u);
         if let Err(e) = &u.def {
             error!("{}: {e}", u.path.display());
         }
@@ -988,9 +986,7 @@ impl<O: Os> Supervisor<O> {
         let Some(id) = self.table.revive(&u.name) else {
             return self.add_service(u);
         };
-        for w in &u.warnings {
-            warn!("{}: {w}", u.path.display());
-        }
+        warn_of(&u);
         let path = u.path.clone();
         self.stop_queue.remove(&id);
         if let Err(e) = self.update_service(id, u) {
@@ -1039,6 +1035,13 @@ impl<O: Os> Supervisor<O> {
             self.stop_queue.remove(&id);
         }
         self.rebuild_deps(false);
+    }
+}
+
+/// A service file's warnings, in init's log.
+fn warn_of(u: &UnitFile) {
+    for w in &u.warnings {
+        warn!("{}: {w}", u.path.display());
     }
 }
 
