@@ -243,6 +243,10 @@ pub struct Machine {
     /// Starts in a row deferred for lack of resources (0 unless running
     /// or deferred).
     deferrals: u32,
+    /// Invalid, and was to run again when its file became invalid (a
+    /// restart, a wait for requirements, a deferred start): it starts once
+    /// the file is valid again, unless it is stopped meanwhile.
+    resume: bool,
 }
 
 impl Default for Machine {
@@ -260,6 +264,7 @@ impl Default for Machine {
             run_started: None,
             starts: VecDeque::new(),
             deferrals: 0,
+            resume: false,
         }
     }
 }
@@ -353,7 +358,11 @@ impl Machine {
                 self.reason = None;
                 Action::None
             }
-            (S::Inactive | S::Invalid | S::Failed, E::Stop) => Action::None,
+            (S::Invalid, E::Stop) => {
+                self.resume = false;
+                Action::None
+            }
+            (S::Inactive | S::Failed, E::Stop) => Action::None,
             // ----- the process ended
             (S::Stopping, E::Exited(exit)) => {
                 self.last_exit = Some(exit);
@@ -470,6 +479,11 @@ impl Machine {
                 | S::Deferred,
                 E::Invalidated(why),
             ) => {
+                self.resume = match self.state {
+                    S::AutoRestart | S::Waiting { .. } | S::Deferred => true,
+                    S::Invalid => self.resume,
+                    _ => false,
+                };
                 self.state = S::Invalid;
                 self.deadline = None;
                 self.reason = Some(why);
@@ -480,7 +494,11 @@ impl Machine {
             (S::Invalid, E::Validated) => {
                 self.state = S::Inactive;
                 self.reason = None;
-                Action::None
+                if std::mem::take(&mut self.resume) {
+                    Action::StartAgain { manual: false }
+                } else {
+                    Action::None
+                }
             }
             (
                 S::Inactive

@@ -1134,6 +1134,32 @@ fn a_file_made_invalid_while_running_makes_the_service_invalid_once_it_ends() {
     r.no_violations();
 }
 
+/// A service that was to run again when a reload made its file invalid
+/// (its restart cut short) runs again once a reload fixes the file, as one
+/// that was never run does; one stopped by hand stays down.
+#[test]
+fn a_restart_cut_short_by_an_invalid_file_resumes_once_it_is_fixed() {
+    let restarts = "Restart = \"always\"\nRestartSec = 1";
+    let mut r = rig(&[svc("s", restarts), svc("t", restarts)]);
+    let dir = r.dir.join("services");
+    for n in ["s", "t"] {
+        std::fs::write(dir.join(format!("{n}.service")), "ExecStart = [\n").unwrap();
+    }
+    r.send(Request::SystemReload);
+    r.exit("s", code(1));
+    r.send(Request::ServiceStop { name: name("t") });
+    r.exit("t", by(Signal::SIGTERM));
+    assert_eq!((r.state("s"), r.state("t")), ("invalid", "invalid"));
+    for n in ["s", "t"] {
+        let fixed = format!("ExecStart = \"run {n}\"\n{restarts}\n");
+        std::fs::write(dir.join(format!("{n}.service")), fixed).unwrap();
+    }
+    r.send(Request::SystemReload);
+    assert_eq!(r.state("s"), "running", "its restart resumed");
+    assert_eq!(r.state("t"), "inactive", "stopped by hand, it stays down");
+    r.no_violations();
+}
+
 /// Found by an adversarial review (adv7): `start` during the stop of a
 /// service whose file a reload made invalid promised a start that never
 /// came. It is refused, as the file is invalid.
