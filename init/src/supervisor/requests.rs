@@ -7,7 +7,7 @@
 use super::{ClientId, Ending, Out, Supervisor, Work};
 use crate::access::{Role, Who};
 use crate::os::{Containment, Os};
-use crate::service::{Event, State};
+use crate::service::{Event, Req, State};
 use crate::unit::{self, UnitFile};
 use shared::protocol::{
     Request, Response, ServiceLines, ServiceStatus, ServiceSummary, SystemStatus,
@@ -533,7 +533,18 @@ impl<O: Os> Supervisor<O> {
         if self.ending.is_some() {
             return Reply::Now(Response::err("system is shutting down"));
         }
-        let runs = self.table.get(id).map_or(0, |s| s.m().runs());
+        let Some(s) = self.table.get(id) else {
+            return Reply::Now(Response::err(format!("Service '{name}' not found")));
+        };
+        let runs = s.m().runs();
+        // A restart that could not start it again (a requirement missing,
+        // invalid, disabled or failed) changes nothing, as systemd refuses
+        // the job: no stop, and no queued stop cancelled.
+        if let (Req::Failed(why), _) = self.requirements(id, true, true) {
+            return Reply::Now(Response::err(format!(
+                "Service '{name}' was not restarted: {why}"
+            )));
+        }
         // Restarts merge: one still held (its run ended by this one on
         // purpose) is answered by the run this one starts.
         for h in &mut self.held {

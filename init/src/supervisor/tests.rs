@@ -1134,6 +1134,47 @@ fn a_file_made_invalid_while_running_makes_the_service_invalid_once_it_ends() {
     r.no_violations();
 }
 
+/// A restart that could not start the service again (a requirement a
+/// reload added does not exist) is refused before it stops anything, as
+/// systemd refuses the job: the running process was killed and the
+/// service failed. A stop of a requirement that was waiting goes on.
+#[test]
+fn a_restart_that_cannot_start_again_stops_nothing() {
+    let mut r = rig(&[svc("db", ""), svc("app", "Requires = [\"db\"]")]);
+    let old = r.pid("app").unwrap();
+    let file = r.dir.join("services").join("app.service");
+    std::fs::write(
+        file,
+        "ExecStart = \"run app\"\nRequires = [\"db\", \"ghost\"]\n",
+    )
+    .unwrap();
+    r.send(Request::SystemReload);
+    let (c, reply) = r.send(Request::ServiceRestart { name: name("app") });
+    let a = match reply {
+        Reply::Now(a) => a,
+        _ => r.answer(c).unwrap().clone(),
+    };
+    assert_eq!(
+        err_text(&a),
+        "Service 'app' was not restarted: required service 'ghost' does not exist"
+    );
+    assert_eq!(r.state("app"), "running");
+    assert_eq!(r.pid("app"), Some(old), "its process untouched");
+    assert!(r.os().stop_signals().is_empty(), "{:?}", r.os().signals);
+    // Asked while db's stop waits for app: that stop is not cancelled.
+    let (stop, _) = r.send(Request::ServiceStop { name: name("db") });
+    assert_eq!(r.state("app"), "stopping");
+    let (c, reply) = r.send(Request::ServiceRestart { name: name("app") });
+    assert!(matches!(reply, Reply::Now(_)), "{reply:?}");
+    assert!(!r.answers.contains_key(&c));
+    r.exit("app", by(Signal::SIGTERM));
+    r.exit("db", by(Signal::SIGTERM));
+    assert_eq!((r.state("app"), r.state("db")), ("inactive", "inactive"));
+    let done = ok_text(r.answer(stop).unwrap());
+    assert_eq!(done, "Service 'db' and what requires it (app) stopped");
+    r.no_violations();
+}
+
 /// A service that was to run again when a reload made its file invalid
 /// (its restart cut short) runs again once a reload fixes the file, as one
 /// that was never run does; one stopped by hand stays down.
