@@ -668,17 +668,21 @@ impl Clients {
                         }
                         break;
                     }
+                    // A refused peer's first value of any kind is its one
+                    // answer.
+                    Next::Invalid(_) | Next::Fatal(_) | Next::Request(_)
+                        if c.who.role == Role::Denied =>
+                    {
+                        c.send(&Response::err("permission denied"), now);
+                        c.close_after_flush = true;
+                        continue;
+                    }
                     Next::Invalid(msg) => {
                         c.send(&Response::err(msg), now);
                         continue;
                     }
                     Next::Fatal(msg) => {
                         c.send(&Response::err(msg), now);
-                        c.close_after_flush = true;
-                        continue;
-                    }
-                    Next::Request(_) if c.who.role == Role::Denied => {
-                        c.send(&Response::err("permission denied"), now);
                         c.close_after_flush = true;
                         continue;
                     }

@@ -42,22 +42,28 @@ fn initctl_cmd(init: &Init, uid: u32, gid: u32, groups: &[u32], args: &[&str]) -
         .env("INITCTL_CONFIG", &cfg)
         .args(args)
         .stdin(Stdio::null());
-    if uid != nix::unistd::geteuid().as_raw() {
-        let groups: Vec<nix::unistd::Gid> = groups
-            .iter()
-            .map(|g| nix::unistd::Gid::from_raw(*g))
-            .collect();
-        // SAFETY: only async-signal-safe calls between fork and exec.
-        unsafe {
-            cmd.pre_exec(move || {
-                nix::unistd::setgroups(&groups)?;
-                nix::unistd::setgid(nix::unistd::Gid::from_raw(gid))?;
-                nix::unistd::setuid(nix::unistd::Uid::from_raw(uid))?;
-                Ok(())
-            });
-        }
-    }
+    as_ids(&mut cmd, uid, gid, groups);
     cmd
+}
+
+/// `cmd` runs as `uid` with primary group `gid` and supplementary `groups`.
+fn as_ids(cmd: &mut Command, uid: u32, gid: u32, groups: &[u32]) {
+    if uid == nix::unistd::geteuid().as_raw() {
+        return;
+    }
+    let groups: Vec<nix::unistd::Gid> = groups
+        .iter()
+        .map(|g| nix::unistd::Gid::from_raw(*g))
+        .collect();
+    // SAFETY: only async-signal-safe calls between fork and exec.
+    unsafe {
+        cmd.pre_exec(move || {
+            nix::unistd::setgroups(&groups)?;
+            nix::unistd::setgid(nix::unistd::Gid::from_raw(gid))?;
+            nix::unistd::setuid(nix::unistd::Uid::from_raw(uid))?;
+            Ok(())
+        });
+    }
 }
 
 fn initctl_as(init: &Init, uid: u32, gid: u32, groups: &[u32], args: &[&str]) -> Output {
@@ -171,6 +177,48 @@ fn other_uids_are_refused_and_refusals_logged_with_a_limit_needs_root() {
     );
     assert!(init_log(&init).contains("1 refused so far"));
     assert!(!init_log(&init).contains("request ServiceStop"));
+}
+
+/// Found by adversarial review 8 (/tmp/wadv8/repro/1): a refused peer
+/// that sent values that are not requests (`0`, `{"Nope":1}`) got an
+/// answer to each and kept its connection, 256 of them filled the budget.
+/// Its first value of any kind is answered `permission denied` and the
+/// connection closed.
+#[test]
+fn a_refused_peer_gets_one_answer_whatever_it_sends_needs_root() {
+    need_root();
+    let init = Init::start_with(&[], open_socket(""));
+    for input in [
+        "0\n\"Ping\"\n",
+        "{\"Nope\":1}\n0\n",
+        "[1,2]]\n",
+        "\"Ping\"\n0\n",
+    ] {
+        // socat ends once init closes (`-t 0`); `timeout` ends it if not.
+        let mut cmd = Command::new("timeout");
+        let target = format!("UNIX-CONNECT:{}", init.socket.display());
+        cmd.args(["20", "socat", "-t", "0", "-", &target])
+            .stdin(Stdio::piped())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped());
+        as_ids(&mut cmd, 4000, 4000, &[]);
+        let mut child = cmd.spawn().expect("run socat (CI installs it)");
+        use std::io::Write;
+        let mut stdin = child.stdin.take().unwrap();
+        stdin.write_all(input.as_bytes()).unwrap();
+        // Kept open: only init's close ends socat.
+        let o = child.wait_with_output().unwrap();
+        drop(stdin);
+        assert_eq!(o.status.code(), Some(0), "not closed: {}", text(&o));
+        let out = String::from_utf8_lossy(&o.stdout).to_string();
+        assert_eq!(
+            out,
+            "{\"Error\":{\"message\":\"permission denied\"}}\n",
+            "input {input:?}: {}",
+            text(&o)
+        );
+    }
+    assert_eq!(init.request(r#""Ping""#), serde_json::json!("Pong"));
 }
 
 #[test]
