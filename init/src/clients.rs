@@ -66,8 +66,9 @@ pub const CLIENT_MEMORY: usize = 16 * 1024 * 1024;
 /// dropped for memory only after the stalled ones.
 const FLOWING: Duration = Duration::from_secs(1);
 
-/// Requests whose cost grows with the service directory or the logs
-/// (reading files): at most one per connection per loop turn, and
+/// Requests whose cost grows with the service directory, the logs, the
+/// number of services or a service's processes (reading files, walking
+/// every service): at most one per connection per loop turn, and
 /// `HEAVY_PER_TURN` per transport (reloads apart: one reload serves all who asked
 /// in a turn).
 fn expensive(r: &Request) -> bool {
@@ -77,17 +78,18 @@ fn expensive(r: &Request) -> bool {
         | Request::ServiceLogs { .. }
         | Request::ServiceLogsFollow { .. }
         | Request::ServiceLogsFollowAll { .. }
-        | Request::Metrics => true,
+        | Request::Metrics
+        // The service's cgroup.procs is read for its process count.
+        | Request::ServiceStatus { .. }
+        | Request::ListServices
+        | Request::SystemStatus => true,
         // A backlog to encode, like the last lines of a log.
         Request::Events { since } => since.is_some(),
-        Request::ListServices
-        | Request::ServiceStatus { .. }
-        | Request::ServiceStart { .. }
+        Request::ServiceStart { .. }
         | Request::ServiceStop { .. }
         | Request::ServiceRestart { .. }
         | Request::ServiceDisable { .. }
         | Request::ServiceLogsClear { .. }
-        | Request::SystemStatus
         | Request::SystemReboot
         | Request::SystemShutdown
         | Request::Ping => false,
