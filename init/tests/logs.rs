@@ -288,22 +288,39 @@ impl Drop for Tmpfs {
 #[test]
 fn lines_are_timestamped_marked_and_lifecycle_events_logged() {
     let before = utc_now();
-    let init = Init::start(&[
-        (
-            "mixed",
-            &svc(
-                &sh(
-                    "echo out1; sleep 0.05; echo err1 >&2; sleep 0.05; echo out2; \
-                     sleep 0.05; echo err2 >&2; sleep 0.05; echo out3; exit 3",
+    // Each line is written once the one before is in the log (run `r` has
+    // it `r` times), so that the order they arrive in is defined: two
+    // pipes that both hold data when init wakes (a 50 ms pause between
+    // writes was not enough on a loaded machine) are read stdout first.
+    let dir = TempDir::new("mixed");
+    let log_dir = dir.path().join("log");
+    let (log, runs) = (log_dir.join("mixed.log"), dir.path().join("runs"));
+    let (log, runs) = (log.display(), runs.display());
+    let script = format!(
+        "r=$(($(cat {runs} 2>/dev/null || echo 0) + 1)); echo $r > {runs}; \
+         w() {{ until [ \"$(grep -c \"] $1\\$\" {log})\" -ge $r ]; do sleep 0.01; done; }}; \
+         echo out1; w out1; echo err1 >&2; w err1; echo out2; w out2; \
+         echo err2 >&2; w err2; echo out3; w out3; exit 3"
+    );
+    let init = Init::start_with(
+        &[
+            (
+                "mixed",
+                &svc(
+                    &sh(&script),
+                    "Restart = \"on-failure\"\nRestartSec = 0\nStartLimitBurst = 2\n\
+                     StartLimitIntervalSec = 60",
                 ),
-                "Restart = \"on-failure\"\nRestartSec = 0\nStartLimitBurst = 2\n\
-                 StartLimitIntervalSec = 60",
             ),
-        ),
-        ("killed", &svc("sleep 1000", "")),
-        ("stopped", &svc("sleep 1000", "")),
-        ("noexec", &svc("/nonexistent/prog", "")),
-    ]);
+            ("killed", &svc("sleep 1000", "")),
+            ("stopped", &svc("sleep 1000", "")),
+            ("noexec", &svc("/nonexistent/prog", "")),
+        ],
+        Opts {
+            log_dir: Some(log_dir.clone()),
+            ..Opts::default()
+        },
+    );
     init.wait_state("mixed", "failed");
     init.wait_state("killed", "running");
     assert!(kill(init.pid_of("killed").unwrap(), 9));

@@ -60,11 +60,12 @@ fn a_oneshot_runs_to_completion_before_what_requires_it() {
 #[test]
 fn a_notify_service_is_starting_until_ready_and_start_waits_for_it() {
     let dir = TempDir::new("notify");
-    let mark = dir.path().join("ready-sent");
-    // Ready after a while; STATUS shows in status.
+    let (gate, mark) = (dir.path().join("gate"), dir.path().join("ready-sent"));
+    // Ready once the test opens the gate; STATUS shows in status.
     let db = svc(
         &sh(&format!(
-            "sleep 0.5; touch {}; {}; exec sleep 1000",
+            "until [ -e {} ]; do sleep 0.01; done; touch {}; {}; exec sleep 1000",
+            gate.display(),
             mark.display(),
             notify("READY=1\\\\nSTATUS=accepting connections")
         )),
@@ -79,7 +80,6 @@ fn a_notify_service_is_starting_until_ready_and_start_waits_for_it() {
         "After = [\"db\"]\nServiceEnable = false",
     );
     let init = Init::start(&[("db", &db), ("web", &web)]);
-    let t = Instant::now();
     let mut c = init.connect();
     use std::io::Write;
     c.write_all(br#"{"ServiceStart":{"name":"db"}}"#).unwrap();
@@ -93,10 +93,10 @@ fn a_notify_service_is_starting_until_ready_and_start_waits_for_it() {
             .contains("waiting for db"),
         "{w}"
     );
+    std::fs::write(&gate, "").unwrap();
     let answer = read_line(&mut c).expect("an answer to start");
     assert!(answer.contains("started (ready)"), "{answer}");
     assert!(mark.exists(), "answered before READY=1 was sent");
-    assert!(t.elapsed() >= Duration::from_millis(400));
     let st = init.wait_state("db", "running");
     assert_eq!(st["status_text"], "accepting connections", "{st}");
     init.wait_state("web", "running");
