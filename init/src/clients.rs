@@ -24,7 +24,7 @@
 //! and `INPUT_PER_TURN` bytes of them, and at most one expensive one.
 
 use crate::access::{self, Peer, Refusals, Role, Who};
-use crate::control::{Conn, Next, Stream, Transport};
+use crate::control::{Conn, Follows, Next, Stream, Transport};
 use crate::os::Os;
 use crate::supervisor::{ClientId, Out, Reply, Supervisor};
 use crate::sys::FileId;
@@ -701,6 +701,7 @@ impl Clients {
             let Some(who) = self.conns.get(&cid).map(|c| c.who) else {
                 return false;
             };
+            let follows = Follows::of(&req);
             let mut reply = sup.request(cid, &who, req);
             if let Reply::Now(Response::Metrics { text }) = &mut reply {
                 crate::metrics::refused(text, self.unix_refused.total, self.vsock_refused.total);
@@ -709,7 +710,9 @@ impl Clients {
                 match reply {
                     Reply::Now(r) => c.answer(r, now),
                     Reply::Later => c.busy = true,
-                    Reply::Stream(first) => c.start_follow(first, now),
+                    Reply::Stream(first) => {
+                        c.start_follow(first, follows.unwrap_or(Follows::Events), now)
+                    }
                 }
             }
         }
@@ -787,10 +790,15 @@ impl Clients {
                 }
                 Out::Broadcast(cids, r) => {
                     let line = crate::control::encode_line(&r);
+                    let lines = match &r {
+                        Response::ServiceLogs { logs } => logs.len(),
+                        Response::ServicesLogs { logs } => logs.iter().map(|s| s.logs.len()).sum(),
+                        _ => 1,
+                    };
                     drop(r);
                     for cid in cids {
                         if let Some(c) = self.conns.get_mut(&cid) {
-                            c.send_follow(&line, now);
+                            c.send_follow(&line, lines, now);
                             self.finish(reg, cid, sup, now);
                         }
                     }

@@ -10,6 +10,8 @@
 //! Output: a log answer is encoded as the socket takes it (`Rest`), a
 //! piece at a time, so a client that asks for the largest answer and never
 //! reads costs the loop the encoding of one piece, not of the answer.
+//! A follower past `FOLLOW_LIMIT` unread skips whole outputs and is told
+//! how many lines once it has caught up, or is dropped (`send_follow`).
 
 use crate::access::Who;
 use shared::protocol::{Request, Response};
@@ -29,14 +31,61 @@ pub const IDLE_TIMEOUT: Duration = Duration::from_secs(30);
 pub const REQUEST_TIMEOUT: Duration = Duration::from_secs(10);
 /// While this much output is queued, no further request is read.
 pub const OUT_HIGH_WATER: usize = 256 * 1024;
-/// A `logs -f` or events follower whose queue grows past this is dropped.
+/// A follower whose queue is past this is not sent more: an events
+/// follower is dropped (it resumes with `since`); a log follower that
+/// still takes output skips lines, and is told how many once it has caught
+/// up (they are in the log files); one that took none for `FOLLOW_STALL`
+/// is dropped.
 pub const FOLLOW_LIMIT: usize = 1024 * 1024;
+/// A log follower over `FOLLOW_LIMIT` that took no output for this long
+/// has stopped reading.
+pub const FOLLOW_STALL: Duration = Duration::from_secs(10);
 /// A long log answer is encoded into the queue while less than this is
 /// queued.
 const ENCODE_AHEAD: usize = 128 * 1024;
 /// Buffers larger than this are freed once empty (a big answer's memory
 /// goes back as soon as it has been sent).
 const KEEP_CAPACITY: usize = 64 * 1024;
+
+/// What a follower follows: how it is told of lines it skipped.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Follows {
+    /// One service's lines (`ServiceLogs` pieces).
+    Service,
+    /// Every service's (`ServicesLogs` pieces).
+    All,
+    /// Events: none are skipped.
+    Events,
+}
+
+impl Follows {
+    /// What a streaming request follows.
+    pub fn of(r: &Request) -> Option<Follows> {
+        match r {
+            Request::ServiceLogsFollow { .. } => Some(Follows::Service),
+            Request::ServiceLogsFollowAll { .. } => Some(Follows::All),
+            Request::Events { .. } => Some(Follows::Events),
+            _ => None,
+        }
+    }
+
+    /// The notice of `n` lines skipped, in the stream's own form.
+    fn skipped(self, n: usize) -> Option<Response> {
+        let line = crate::logs::ServiceLog::notice(&format!(
+            "{n} lines not sent: this follower fell behind (they are in the log files: initctl logs)"
+        ));
+        match self {
+            Follows::Service => Some(Response::ServiceLogs { logs: vec![line] }),
+            Follows::All => Some(Response::ServicesLogs {
+                logs: vec![shared::protocol::ServiceLines {
+                    service: "init".into(),
+                    logs: vec![line],
+                }],
+            }),
+            Follows::Events => None,
+        }
+    }
+}
 
 /// Which listener a connection came from: each has its own budget.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -129,6 +178,10 @@ pub struct Conn {
     /// of `FOLLOW_LIMIT`, so a follower taking in a large backlog is not
     /// taken for one that stopped reading. Shrinks as the queue drains.
     follow_allowance: usize,
+    /// What it follows, once following.
+    follows: Option<Follows>,
+    /// Lines not sent to this log follower since it fell behind.
+    skipped: usize,
     /// The last complete request, or output taken (or first queued): what
     /// the idle timeout and eviction go by.
     pub last_activity: Instant,
@@ -287,6 +340,8 @@ impl Conn {
             busy: false,
             following: false,
             follow_allowance: 0,
+            follows: None,
+            skipped: 0,
             last_activity: now,
             partial_since: None,
             heavy_turn: None,
@@ -532,6 +587,11 @@ impl Conn {
         loop {
             self.refill();
             let Some(out) = self.outbuf.get(self.out_head..).filter(|o| !o.is_empty()) else {
+                // Caught up: a follower that skipped lines is told now,
+                // not only at the next output (there may be none).
+                if self.tell_skipped(now) {
+                    continue;
+                }
                 break;
             };
             match self.stream.write(out) {
@@ -560,31 +620,59 @@ impl Conn {
 
     /// Become a follower, after `first` (the last lines, or the kept
     /// events).
-    pub fn start_follow(&mut self, first: Vec<Response>, now: Instant) {
+    pub fn start_follow(&mut self, first: Vec<Response>, follows: Follows, now: Instant) {
         for r in first {
             self.answer(r, now);
         }
         self.following = true;
+        self.follows = Some(follows);
         self.follow_allowance = self.queued();
     }
 
-    /// Queue new lines for a follower; drop a follower that stopped reading.
+    /// Queue new output for a follower: past `FOLLOW_LIMIT` unread, skip
+    /// it (a log follower still reading) or drop the follower.
     /// What is judged is what it left unread before this output, so one
     /// output bigger than the limit (an event naming a thousand failed
     /// services) reaches a follower that keeps up; what it holds is then
-    /// at most the limit and one output.
+    /// at most the limit, one output and the notice of what it skipped.
     /// `line` is the output encoded (`encode_line`), once for all its
-    /// followers.
-    pub fn send_follow(&mut self, line: &[u8], now: Instant) {
+    /// followers; `lines`, the log lines in it.
+    pub fn send_follow(&mut self, line: &[u8], lines: usize, now: Instant) {
         // Already dropped (earlier in this batch): nothing more to hold.
         if self.broken {
             return;
         }
         self.follow_allowance = self.follow_allowance.min(self.queued());
         if self.queued() > FOLLOW_LIMIT.saturating_add(self.follow_allowance) {
-            self.broken = true;
+            let reading = now.saturating_duration_since(self.last_activity) < FOLLOW_STALL;
+            match self.follows {
+                Some(Follows::Service | Follows::All) if reading => {
+                    self.skipped = self.skipped.saturating_add(lines);
+                }
+                _ => self.broken = true,
+            }
             return;
         }
+        self.tell_skipped(now);
+        self.queue_follow(line, now);
+    }
+
+    /// Queue the notice of the lines skipped, if any. True if it did.
+    fn tell_skipped(&mut self, now: Instant) -> bool {
+        if self.skipped == 0 {
+            return false;
+        }
+        let n = std::mem::take(&mut self.skipped);
+        match self.follows.and_then(|f| f.skipped(n)) {
+            Some(r) => {
+                self.queue_follow(&encode_line(&r), now);
+                true
+            }
+            None => false,
+        }
+    }
+
+    fn queue_follow(&mut self, line: &[u8], now: Instant) {
         if self.rest.is_some() {
             self.after.extend_from_slice(line);
             return;
@@ -693,7 +781,7 @@ impl Conn {
 
 #[cfg(test)]
 mod tests {
-    use super::{Conn, Scan, Stream, ENCODE_AHEAD};
+    use super::{Conn, Follows, Scan, Stream, ENCODE_AHEAD};
     use crate::access::{Peer, Role, Who};
     use shared::protocol::Response;
     use std::io::Read;
@@ -756,9 +844,9 @@ mod tests {
             want.extend(serde_json::to_vec(r).unwrap());
             want.push(b'\n');
         }
-        c.start_follow(vec![answer], now);
+        c.start_follow(vec![answer], Follows::Service, now);
         c.flush(now);
-        c.send_follow(&super::encode_line(&follow), now);
+        c.send_follow(&super::encode_line(&follow), 1, now);
         c.send(&Response::ok("after"), now);
         c.flush(now);
         // The socket took what it could; only a piece more is encoded.
@@ -772,25 +860,101 @@ mod tests {
         assert_eq!(c.outbuf, b"{\"ServiceLogs\":{\"logs\":[]}}\n");
     }
 
-    /// A follower that stopped reading is dropped past FOLLOW_LIMIT, and
-    /// what comes after in the same batch (a burst of events) is not
-    /// queued for it any more.
+    /// An events follower that stopped reading is dropped past
+    /// FOLLOW_LIMIT, and what comes after in the same batch (a burst of
+    /// events) is not queued for it any more.
     #[test]
     fn a_dropped_follower_queues_nothing_more() {
         let (mut c, _b) = conn();
         let now = Instant::now();
-        c.start_follow(vec![], now);
+        c.start_follow(vec![], Follows::Events, now);
         let line = super::encode_line(&Response::ok("x".repeat(1000)));
         while !c.broken {
-            c.send_follow(&line, now);
+            c.send_follow(&line, 1, now);
             c.flush(now);
         }
         let at_drop = c.queued();
         assert!(at_drop <= super::FOLLOW_LIMIT + 2000, "{at_drop}");
         for _ in 0..10_000 {
-            c.send_follow(&line, now);
+            c.send_follow(&line, 1, now);
         }
         assert_eq!(c.queued(), at_drop);
+    }
+
+    /// Found by adversarial review 8 (/tmp/wadv8/repro/6): `logs -f` of a
+    /// burst, read as fast as initctl could, was dropped past FOLLOW_LIMIT
+    /// with its last line cut, and initctl failed on it. A log follower
+    /// that still takes output skips what does not fit, whole outputs
+    /// only, and once it has caught up is told how many lines it missed,
+    /// before the next ones; one that takes nothing for FOLLOW_STALL is
+    /// dropped.
+    #[test]
+    fn a_log_follower_that_falls_behind_skips_lines_and_is_told() {
+        let (mut c, mut b) = conn();
+        let t = Instant::now();
+        c.start_follow(vec![], Follows::Service, t);
+        let piece = |n: usize| Response::ServiceLogs {
+            logs: vec![format!("{n:0>999}")],
+        };
+        let mut sent = 0;
+        while c.skipped == 0 {
+            c.send_follow(&super::encode_line(&piece(sent)), 1, t);
+            c.flush(t);
+            sent += 1;
+        }
+        let held = c.queued();
+        for n in sent..sent + 99 {
+            c.send_follow(&super::encode_line(&piece(n)), 1, t);
+        }
+        assert!(!c.broken, "a follower that read lately is kept");
+        assert_eq!(c.queued(), held, "nothing more queued");
+        assert_eq!(c.skipped, 100);
+        // It reads all that was queued, then the next output comes.
+        b.set_nonblocking(true).unwrap();
+        let mut got = Vec::new();
+        let mut drain = |c: &mut Conn, got: &mut Vec<u8>| {
+            let mut buf = vec![0u8; 1 << 16];
+            loop {
+                c.flush(t);
+                match b.read(&mut buf) {
+                    Ok(n) if n > 0 => got.extend_from_slice(&buf[..n]),
+                    _ if c.queued() == 0 => return,
+                    _ => {}
+                }
+            }
+        };
+        drain(&mut c, &mut got);
+        c.send_follow(&super::encode_line(&piece(0)), 1, t);
+        drain(&mut c, &mut got);
+        let lines: Vec<serde_json::Value> = got
+            .split(|x| *x == b'\n')
+            .filter(|l| !l.is_empty())
+            .map(|l| serde_json::from_slice(l).expect("whole lines only"))
+            .collect();
+        assert_eq!(
+            lines.len(),
+            sent - 1 + 2,
+            "the queued, the notice, the next"
+        );
+        let notice = lines[lines.len() - 2]["ServiceLogs"]["logs"][0]
+            .as_str()
+            .unwrap();
+        assert!(
+            notice.ends_with("[init] 100 lines not sent: this follower fell behind (they are in the log files: initctl logs)"),
+            "{notice}"
+        );
+        assert_eq!(
+            lines[lines.len() - 1],
+            serde_json::to_value(piece(0)).unwrap()
+        );
+        // Over the limit again, and no output taken for FOLLOW_STALL: dropped.
+        while c.skipped == 0 {
+            c.send_follow(&super::encode_line(&piece(1)), 1, t);
+            c.flush(t);
+        }
+        let later = c.last_activity + super::FOLLOW_STALL;
+        c.send_follow(&super::encode_line(&piece(2)), 1, later);
+        assert!(c.broken, "a follower that stopped reading is dropped");
     }
 
     /// One output bigger than FOLLOW_LIMIT (a `boot-finished` event naming
@@ -800,13 +964,13 @@ mod tests {
     fn one_output_bigger_than_the_limit_keeps_the_follower() {
         let (mut c, mut b) = conn();
         let now = Instant::now();
-        c.start_follow(vec![], now);
+        c.start_follow(vec![], Follows::Events, now);
         let big = Response::ok("x".repeat(super::FOLLOW_LIMIT + 100_000));
         let mut want = serde_json::to_vec(&big).unwrap();
         want.push(b'\n');
         let big = super::encode_line(&big);
         assert!(big == want);
-        c.send_follow(&big, now);
+        c.send_follow(&big, 1, now);
         c.flush(now);
         assert!(!c.broken, "a follower that reads is kept");
         let got = read_out(&mut c, &mut b, want.len(), now);
@@ -815,7 +979,7 @@ mod tests {
         // Not read any more: dropped once more than the limit waits, and
         // never holding more than the limit and one output.
         for _ in 0..3 {
-            c.send_follow(&big, now);
+            c.send_follow(&big, 1, now);
             c.flush(now);
             assert!(c.queued() <= super::FOLLOW_LIMIT + want.len());
         }

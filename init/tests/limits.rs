@@ -14,7 +14,6 @@ mod common;
 use common::*;
 use serde_json::Value;
 use std::io::{Read, Write};
-use std::os::fd::AsRawFd;
 use std::os::unix::net::UnixStream;
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::sync::Arc;
@@ -90,18 +89,6 @@ fn fd_count(pid: i32) -> usize {
     std::fs::read_dir(format!("/proc/{pid}/fd"))
         .map(|d| d.count())
         .unwrap_or(0)
-}
-
-/// The peer has closed the connection (checked without reading).
-fn hung_up(s: &UnixStream) -> bool {
-    let mut p = nix::libc::pollfd {
-        fd: s.as_raw_fd(),
-        events: nix::libc::POLLRDHUP,
-        revents: 0,
-    };
-    // SAFETY: poll on one valid pollfd, no timeout.
-    let n = unsafe { nix::libc::poll(&mut p, 1, 0) };
-    n == 1 && p.revents & (nix::libc::POLLRDHUP | nix::libc::POLLHUP) != 0
 }
 
 /// A connection ready to be held open without being read.

@@ -219,6 +219,12 @@ impl ServiceLog {
 
     /// A lifecycle line from init itself ("started with PID 12", ...).
     /// A message with embedded newlines becomes several lines.
+    /// A line of init's own, as a log line reads, but not logged: what a
+    /// follower is told of lines it was not sent.
+    pub fn notice(msg: &str) -> String {
+        format!("[{}] [init] {msg}", timestamp(SystemTime::now()))
+    }
+
     pub fn event(&mut self, s: &LogSettings, msg: &str, out: &mut Vec<String>) {
         let ts = timestamp(SystemTime::now());
         let Self {

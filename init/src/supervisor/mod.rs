@@ -128,9 +128,10 @@ pub struct Supervisor<O: Os> {
     /// A `Work::Stops` is in the queue.
     stops_queued: bool,
     held: Vec<Held>,
-    /// Followers: which service each streaming client follows.
-    /// None: every service's (`ServiceLogsFollowAll`).
-    followers: BTreeMap<ClientId, Option<usize>>,
+    /// Followers: the name of the service each streaming client follows
+    /// (a service removed and added back is followed on, as `journalctl
+    /// -f -u`). None: every service's (`ServiceLogsFollowAll`).
+    followers: BTreeMap<ClientId, Option<String>>,
     /// The events kept, and the clients that follow them.
     events: crate::events::Events,
     event_followers: BTreeSet<ClientId>,
@@ -830,7 +831,10 @@ impl<O: Os> Supervisor<O> {
     // ----- output ----------------------------------------------------------
 
     fn followed(&self, id: usize) -> bool {
-        self.followers.values().any(|f| f.is_none_or(|f| f == id))
+        let name = self.table.get(id).map(|s| s.name.as_str());
+        self.followers
+            .values()
+            .any(|f| f.as_deref().is_none_or(|f| Some(f) == name))
     }
 
     /// Read a pipe into the service's log. True if data is left.
@@ -923,20 +927,20 @@ impl<O: Os> Supervisor<O> {
         if lines.is_empty() || self.followers.is_empty() {
             return;
         }
-        let mut one = Vec::new();
-        let mut all = Vec::new();
-        for (c, f) in &self.followers {
-            match f {
-                Some(f) if *f == id => one.push(*c),
-                Some(_) => {}
-                None => all.push(*c),
-            }
-        }
         let service = self
             .table
             .get(id)
             .map(|s| s.name.clone())
             .unwrap_or_default();
+        let mut one = Vec::new();
+        let mut all = Vec::new();
+        for (c, f) in &self.followers {
+            match f {
+                Some(f) if *f == service => one.push(*c),
+                Some(_) => {}
+                None => all.push(*c),
+            }
+        }
         // In pieces, each shared by all its followers (encoded once for
         // them by `Clients`).
         let mut lines = lines.into_iter().peekable();

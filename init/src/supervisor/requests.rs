@@ -195,7 +195,7 @@ impl<O: Os> Supervisor<O> {
             Request::ServiceLogsFollow { lines, .. } => match id {
                 Some(id) => {
                     let logs = self.tail(id, lines);
-                    self.followers.insert(client, Some(id));
+                    self.followers.insert(client, Some(name.clone()));
                     Reply::Stream(vec![Response::ServiceLogs { logs }])
                 }
                 None => unknown(),

@@ -200,6 +200,8 @@ struct Rig {
     next_client: ClientId,
     /// Every answer delivered, by client.
     answers: BTreeMap<ClientId, Vec<Response>>,
+    /// Every log line streamed to a follower, by client.
+    streamed: BTreeMap<ClientId, Vec<String>>,
 }
 
 impl Drop for Rig {
@@ -247,6 +249,7 @@ fn rig_failing(files: &[(String, String)], fail: &[&str]) -> Rig {
         dir,
         next_client: 1,
         answers: BTreeMap::new(),
+        streamed: BTreeMap::new(),
     };
     r.tick();
     r
@@ -259,8 +262,14 @@ impl Rig {
     fn tick(&mut self) {
         self.sup.tick();
         for o in self.sup.take_out() {
-            if let Out::Answer(c, r) = o {
-                self.answers.entry(c).or_default().push(r);
+            match o {
+                Out::Answer(c, r) => self.answers.entry(c).or_default().push(r),
+                Out::Broadcast(to, Response::ServiceLogs { logs }) => {
+                    for c in to {
+                        self.streamed.entry(c).or_default().extend(logs.clone());
+                    }
+                }
+                Out::Broadcast(..) => {}
             }
         }
     }
@@ -1172,6 +1181,36 @@ fn a_restart_that_cannot_start_again_stops_nothing() {
     assert_eq!((r.state("app"), r.state("db")), ("inactive", "inactive"));
     let done = ok_text(r.answer(stop).unwrap());
     assert_eq!(done, "Service 'db' and what requires it (app) stopped");
+    r.no_violations();
+}
+
+/// Found by adversarial review 8 (/tmp/wadv8/repro/2): a `logs -f s`
+/// follower was tied to the service's id, so once a reload removed s and
+/// a later one added it back it got none of its lines, and `initctl logs
+/// -f` hung. It follows the name, as `journalctl -f -u` does.
+#[test]
+fn a_follower_follows_a_service_removed_and_added_back() {
+    let mut r = rig(&[svc("s", "")]);
+    let (c, reply) = r.send(Request::ServiceLogsFollow {
+        name: name("s"),
+        lines: 0,
+    });
+    assert!(matches!(reply, Reply::Stream(_)), "{reply:?}");
+    r.os().obey_term.insert(name("s"));
+    let file = r.dir.join("services").join("s.service");
+    let text = std::fs::read_to_string(&file).unwrap();
+    std::fs::remove_file(&file).unwrap();
+    r.send(Request::SystemReload);
+    r.sup.on_sigchld();
+    r.tick();
+    assert!(r.sup.table.id_of("s").is_none(), "s is gone");
+    std::fs::write(&file, text).unwrap();
+    r.send(Request::SystemReload);
+    assert_eq!(r.state("s"), "running");
+    let pid = r.pid("s").unwrap();
+    let got = r.streamed.get(&c).cloned().unwrap_or_default();
+    let want = format!("[init] started with PID {pid}");
+    assert!(got.iter().any(|l| l.ends_with(&want)), "{got:?}");
     r.no_violations();
 }
 

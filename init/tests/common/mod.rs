@@ -307,6 +307,11 @@ impl Init {
 
     /// Run `initctl` against this init's socket. Output of the process.
     pub fn initctl(&self, args: &[&str]) -> Output {
+        self.initctl_cmd(args).output().expect("run initctl")
+    }
+
+    /// `initctl` against this init's socket, to be run.
+    pub fn initctl_cmd(&self, args: &[&str]) -> Command {
         let cfg = self.dir.path().join("initctl.yaml");
         if !cfg.exists() {
             std::fs::write(
@@ -318,13 +323,12 @@ impl Init {
             )
             .unwrap();
         }
-        Command::new(initctl_bin())
-            .env("INIT_SOCKET", &self.socket)
+        let mut cmd = Command::new(initctl_bin());
+        cmd.env("INIT_SOCKET", &self.socket)
             .env("INITCTL_CONFIG", &cfg)
             .args(args)
-            .stdin(Stdio::null())
-            .output()
-            .expect("run initctl")
+            .stdin(Stdio::null());
+        cmd
     }
 
     /// Wait for init itself to exit; returns its exit code (None: signal).
@@ -538,6 +542,19 @@ pub fn run_init(args: &[&str], env: &[(&str, &str)]) -> Output {
         cmd.env(k, v);
     }
     cmd.output().expect("run init")
+}
+
+/// The peer has closed the connection (checked without reading).
+pub fn hung_up(s: &UnixStream) -> bool {
+    use std::os::fd::AsRawFd;
+    let mut p = nix::libc::pollfd {
+        fd: s.as_raw_fd(),
+        events: nix::libc::POLLRDHUP,
+        revents: 0,
+    };
+    // SAFETY: poll on one valid pollfd, no timeout.
+    let n = unsafe { nix::libc::poll(&mut p, 1, 0) };
+    n == 1 && p.revents & (nix::libc::POLLRDHUP | nix::libc::POLLHUP) != 0
 }
 
 /// `/bin/sh -c '<script>'` as an ExecStart value (script must not hold `'`).
