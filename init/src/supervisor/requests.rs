@@ -477,6 +477,7 @@ impl<O: Os> Supervisor<O> {
     }
 
     fn stop_request(&mut self, client: ClientId, id: usize, name: &str) -> Reply {
+        self.keep_down(id);
         let set = self.stop_set(id);
         if set
             .iter()
@@ -491,6 +492,20 @@ impl<O: Os> Supervisor<O> {
             late: format!("{what} still stopping (SIGKILL follows at the stop timeout)"),
         };
         self.stop_and_hold(client, set, wait)
+    }
+
+    /// A stop or disable of `id` reaches it while invalid: a restart its
+    /// file cut short does not resume once the file is fixed (an invalid
+    /// service is down, so no stop is sent to it otherwise).
+    fn keep_down(&mut self, id: usize) {
+        if self
+            .table
+            .get(id)
+            .is_some_and(|s| *s.state() == State::Invalid)
+        {
+            self.queue.push_back(Work::Feed(id, Event::Stop));
+            self.drain();
+        }
     }
 
     /// The service and everything that requires it and is not down.
@@ -837,6 +852,7 @@ impl<O: Os> Supervisor<O> {
         if let Some(s) = self.table.get_mut(id) {
             s.file_enabled = false;
         }
+        self.keep_down(id);
         if self.table.get(id).is_none_or(|s| s.state().down()) {
             return now(Response::ok(msg));
         }

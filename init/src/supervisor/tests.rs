@@ -1143,6 +1143,41 @@ fn a_file_made_invalid_while_running_makes_the_service_invalid_once_it_ends() {
     r.no_violations();
 }
 
+/// Found by adversarial review 9 (/tmp/wadv9/repro/wadv9_probes.patch):
+/// a restart cut short by an invalid file resumed once the file was fixed
+/// even after `stop` or `disable` of the (invalid, so down) service. Both
+/// keep it down. (A stop of a requirement does not reach it: an invalid
+/// file names no requirements, and once fixed it starts with what its new
+/// file requires, as a new file does.)
+#[test]
+fn a_stop_or_disable_while_invalid_keeps_a_cut_short_restart_down() {
+    let restarts = "Restart = \"always\"\nRestartSec = 5";
+    for how in ["stop", "disable"] {
+        let app = format!("{restarts}\nRequires = [\"db\"]");
+        let mut r = rig(&[svc("db", ""), svc("s", &app)]);
+        r.os().obey_term.insert(name("db"));
+        let dir = r.dir.join("services");
+        r.exit("s", code(1));
+        assert_eq!(r.state("s"), "auto-restart");
+        std::fs::write(dir.join("s.service"), "ExecStart = [\n").unwrap();
+        r.send(Request::SystemReload);
+        assert_eq!(r.state("s"), "invalid", "{how}");
+        let file = if how == "stop" {
+            r.send(Request::ServiceStop { name: name("s") });
+            "s.service"
+        } else {
+            r.send(Request::ServiceDisable { name: name("s") });
+            "s.service.disabled"
+        };
+        let fixed = format!("ExecStart = \"run s\"\n{app}\n");
+        std::fs::write(dir.join(file), fixed).unwrap();
+        r.send(Request::SystemReload);
+        assert_eq!(r.state("s"), "inactive", "{how}");
+        assert_eq!(r.state("db"), "running", "{how}");
+        r.no_violations();
+    }
+}
+
 /// A restart that could not start the service again (a requirement a
 /// reload added does not exist) is refused before it stops anything, as
 /// systemd refuses the job: the running process was killed and the
