@@ -91,6 +91,21 @@ fn fd_count(pid: i32) -> usize {
         .unwrap_or(0)
 }
 
+/// A thread writing `body` on `s` over and over until `stop`.
+fn keep_writing(
+    mut s: UnixStream,
+    body: String,
+    stop: Arc<AtomicBool>,
+) -> std::thread::JoinHandle<()> {
+    std::thread::spawn(move || {
+        while !stop.load(Ordering::Relaxed) {
+            if s.write_all(body.as_bytes()).is_err() {
+                return;
+            }
+        }
+    })
+}
+
 /// A connection ready to be held open without being read.
 fn open(init: &Init) -> UnixStream {
     UnixStream::connect(&init.socket).expect("connect")
@@ -753,7 +768,7 @@ fn a_status_flood_does_not_hold_the_loop() {
     let stop = Arc::new(AtomicBool::new(false));
     let mut writers = Vec::new();
     for _ in 0..64 {
-        let mut s = open(&init);
+        let s = open(&init);
         let mut r = s.try_clone().unwrap();
         let answers = answers.clone();
         std::thread::spawn(move || {
@@ -766,14 +781,7 @@ fn a_status_flood_does_not_hold_the_loop() {
                 answers.fetch_add(lines, Ordering::Relaxed);
             }
         });
-        let (stop, body) = (stop.clone(), body.clone());
-        writers.push(std::thread::spawn(move || {
-            while !stop.load(Ordering::Relaxed) {
-                if s.write_all(body.as_bytes()).is_err() {
-                    return;
-                }
-            }
-        }));
+        writers.push(keep_writing(s, body.clone(), stop.clone()));
     }
     // A full turn's worth answered: the flood is in full swing.
     assert!(
@@ -805,7 +813,7 @@ fn big_values_that_are_no_request_do_not_hold_the_loop() {
     let answers = Arc::new(AtomicUsize::new(0));
     let mut writers = Vec::new();
     for _ in 0..8 {
-        let mut s = open(&init);
+        let s = open(&init);
         let mut r = s.try_clone().unwrap();
         let answers = answers.clone();
         std::thread::spawn(move || {
@@ -824,14 +832,7 @@ fn big_values_that_are_no_request_do_not_hold_the_loop() {
                 }
             }
         });
-        let (stop, body) = (stop.clone(), body.clone());
-        writers.push(std::thread::spawn(move || {
-            while !stop.load(Ordering::Relaxed) {
-                if s.write_all(body.as_bytes()).is_err() {
-                    return;
-                }
-            }
-        }));
+        writers.push(keep_writing(s, body.clone(), stop.clone()));
     }
     assert!(
         wait_for(|| answers.load(Ordering::Relaxed) >= 64, TIMEOUT),
