@@ -163,7 +163,7 @@ pub fn to_shed(slots: &[Slot], limit: usize, now: Instant) -> Vec<ClientId> {
         .sum::<usize>()
         >= over;
     let mut order: Vec<&Slot> = slots.iter().filter(|s| s.memory > 0).collect();
-    order.sort_by_key(|s| {
+    order.sort_unstable_by_key(|s| {
         let full_later = read_only_first && s.full;
         (!stalled(s), full_later, std::cmp::Reverse(s.memory), s.id)
     });
