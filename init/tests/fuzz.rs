@@ -145,7 +145,7 @@ fn garbage_never_hurts_init_or_its_services() {
 fn a_value_cut_by_the_transport_is_still_one_value() {
     let init = Init::start(&[]);
     for (first, rest, want) in [
-        ("12", "34 ", "integer `1234`"),
+        ("12", "34 ", "number (`1234`)"),
         ("true", "x\n", "invalid request"),
     ] {
         let mut s = init.connect();
